@@ -1,0 +1,389 @@
+//! The identity endpoints the gateway answers itself (SPEC §3).
+
+use std::net::IpAddr;
+
+use aws_lc_rs::digest::{digest, SHA256};
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::passwords::{needs_rehash, PoolError};
+use crate::body::{empty, json, Body};
+use crate::config::IdentityEndpoint;
+use crate::edge::error::ApiError;
+use crate::state::Runtime;
+use crate::store::{Rotation, StoreError, UserStore};
+
+impl From<PoolError> for ApiError {
+    fn from(e: PoolError) -> ApiError {
+        match e {
+            PoolError::Full => ApiError::Overloaded { retry_after: 1 },
+            PoolError::Failed(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Conflict => ApiError::UserExists,
+            StoreError::Backend(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+/// Runs a store call off the async workers.
+async fn store<T: Send + 'static>(
+    rt: &Runtime,
+    f: impl FnOnce(&dyn UserStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let s = rt.store.clone();
+    tokio::task::spawn_blocking(move || f(s.as_ref()))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?
+        .map_err(ApiError::from)
+}
+
+/// SPEC §3: usernames are 3–64 characters of `a-z 0-9 . _ @ -`, lowercased on input.
+pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
+    let u = raw.to_lowercase();
+    let ok = (3..=64).contains(&u.chars().count())
+        && u.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'@' | b'-')
+        });
+    if ok {
+        Ok(u)
+    } else {
+        Err(ApiError::InvalidRequest(
+            "username must be 3-64 characters of a-z, 0-9, '.', '_', '@', '-'".into(),
+        ))
+    }
+}
+
+fn is_json(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a JSON object body within `identity.max_body`.
+async fn read_json(
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    if !is_json(&req) {
+        return Err(ApiError::UnsupportedMediaType);
+    }
+    let max = rt.config.identity.max_body;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    let bytes: Bytes = match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::PayloadTooLarge)
+        }
+        Err(_) => {
+            return Err(ApiError::InvalidRequest(
+                "the request body could not be read".into(),
+            ))
+        }
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        )),
+    }
+}
+
+fn string_field(m: &serde_json::Map<String, Value>, key: &str) -> Result<String, ApiError> {
+    match m.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        _ => Err(ApiError::InvalidRequest(format!(
+            "\"{key}\" must be a string"
+        ))),
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    crate::ids::hex(digest(&SHA256, s.as_bytes()).as_ref())
+}
+
+fn no_store(mut r: Response<Body>) -> Response<Body> {
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Handles one identity endpoint. Returns the response and, when known, the user.
+pub async fn handle(
+    rt: &Runtime,
+    which: IdentityEndpoint,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    if which == IdentityEndpoint::Jwks {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return Err(ApiError::MethodNotAllowed("GET, HEAD"));
+        }
+        let mut r = Response::new(crate::body::full(rt.jwks.clone()));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=300"),
+        );
+        return Ok((r, None));
+    }
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed("POST"));
+    }
+    match which {
+        IdentityEndpoint::Register => register(rt, req, ip).await,
+        IdentityEndpoint::Login => login(rt, req, ip).await,
+        IdentityEndpoint::Refresh => refresh(rt, req).await,
+        IdentityEndpoint::Logout => logout(rt, req).await,
+        IdentityEndpoint::Jwks => unreachable_jwks(),
+    }
+}
+
+fn unreachable_jwks() -> Result<(Response<Body>, Option<String>), ApiError> {
+    Err(ApiError::NotFound)
+}
+
+fn outcome(kind: &'static str, o: &'static str) {
+    metrics::counter!(kind, "outcome" => o).increment(1);
+}
+
+async fn register(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let r = register_inner(rt, req, ip).await;
+    outcome(
+        "authgate_registrations_total",
+        match &r {
+            Ok(_) => "created",
+            Err(ApiError::UserExists) => "exists",
+            Err(ApiError::RateLimited { .. }) => "rate_limited",
+            Err(ApiError::RegistrationClosed) => "closed",
+            Err(ApiError::Internal(_)) | Err(ApiError::Overloaded { .. }) => "error",
+            Err(_) => "invalid",
+        },
+    );
+    r
+}
+
+async fn register_inner(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let id = &rt.config.identity;
+    if !id.registration_open {
+        return Err(ApiError::RegistrationClosed);
+    }
+    if let Some(l) = &rt.limits.register_ip {
+        l.check(&ip)
+            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+    }
+    let body = read_json(rt, req).await?;
+    let username = normalize_username(&string_field(&body, "username")?)?;
+    let password = string_field(&body, "password")?;
+    let chars = password.chars().count();
+    if chars < id.min_password_length || chars > id.max_password_length {
+        return Err(ApiError::InvalidRequest(format!(
+            "password must be {} to {} characters",
+            id.min_password_length, id.max_password_length
+        )));
+    }
+    let hash = rt.passwords.hash(password).await?;
+    let u = username.clone();
+    store(rt, move |s| s.create_user(&u, &hash, &[])).await?;
+    tracing::info!(user = %username, "registered");
+    let body = json!({ "message": "User registered successfully", "username": username });
+    Ok((json(StatusCode::CREATED, &body), Some(username)))
+}
+
+async fn login(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let r = login_inner(rt, req, ip).await;
+    outcome(
+        "authgate_logins_total",
+        match &r {
+            Ok(_) => "success",
+            Err(ApiError::InvalidCredentials) => "invalid_credentials",
+            Err(ApiError::RateLimited { .. }) => "rate_limited",
+            Err(ApiError::Internal(_)) | Err(ApiError::Overloaded { .. }) => "error",
+            Err(_) => "invalid_request",
+        },
+    );
+    r
+}
+
+async fn login_inner(
+    rt: &Runtime,
+    req: Request<Incoming>,
+    ip: IpAddr,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    if let Some(l) = &rt.limits.login_ip {
+        l.check(&ip)
+            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+    }
+    let body = read_json(rt, req).await?;
+    let raw_user = string_field(&body, "username")?;
+    let password = string_field(&body, "password")?;
+    if password.chars().count() > rt.config.identity.max_password_length {
+        return Err(ApiError::InvalidRequest("password too long".into()));
+    }
+    // A malformed name cannot exist: it still costs a full hash (no user probing).
+    let username = normalize_username(&raw_user).ok();
+    let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
+    if let Some(l) = &rt.limits.login_user {
+        l.peek(&limit_key)
+            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+    }
+    let user = match &username {
+        Some(u) => {
+            let u = u.clone();
+            store(rt, move |s| s.get_user(&u)).await?
+        }
+        None => None,
+    };
+    let ok = rt
+        .passwords
+        .verify(
+            password.clone(),
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
+    let user = match (ok, user) {
+        (true, Some(u)) => u,
+        _ => {
+            if let Some(l) = &rt.limits.login_user {
+                // Only failures count toward the per-user limit.
+                let _ = l.check(&limit_key);
+            }
+            tracing::info!(user = %limit_key, "login failed");
+            return Err(ApiError::InvalidCredentials);
+        }
+    };
+    if needs_rehash(rt.passwords.params(), &user.password_hash) {
+        // Parameters changed in config: upgrade the stored hash now that we know the password.
+        if let Ok(h) = rt.passwords.hash(password).await {
+            let name = user.username.clone();
+            if let Err(e) = store(rt, move |s| s.set_password(&name, &h)).await {
+                tracing::warn!(user = %user.username, error = %e, "could not upgrade password hash");
+            }
+        }
+    }
+    let body = issue_pair(rt, &user.username, &user.roles, None).await?;
+    Ok((no_store(json(StatusCode::OK, &body)), Some(user.username)))
+}
+
+/// A new access token and refresh token; `family` continues a rotation chain.
+async fn issue_pair(
+    rt: &Runtime,
+    username: &str,
+    roles: &[String],
+    rotated: Option<String>,
+) -> Result<Value, ApiError> {
+    let access = rt
+        .issuer
+        .issue(username, roles)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let refresh = match rotated {
+        Some(r) => r,
+        None => {
+            let refresh = crate::ids::b64url(&crate::ids::random_bytes::<32>());
+            let hash = sha256_hex(&refresh);
+            let family = crate::ids::hex(&crate::ids::random_bytes::<16>());
+            let user = username.to_string();
+            let exp = super::jwt::now_secs() + rt.config.tokens.refresh_ttl.as_secs();
+            store(rt, move |s| s.insert_refresh(&hash, &family, &user, exp)).await?;
+            refresh
+        }
+    };
+    Ok(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": rt.issuer.ttl(),
+        "refresh_token": refresh,
+    }))
+}
+
+async fn refresh(
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let body = read_json(rt, req).await?;
+    let old = string_field(&body, "refresh_token")?;
+    let new = crate::ids::b64url(&crate::ids::random_bytes::<32>());
+    let (old_h, new_h) = (sha256_hex(&old), sha256_hex(&new));
+    let now = super::jwt::now_secs();
+    let exp = now + rt.config.tokens.refresh_ttl.as_secs();
+    let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
+        Rotation::Rotated { username } => username,
+        Rotation::Reused => {
+            tracing::warn!("spent refresh token presented again: family revoked");
+            return Err(ApiError::InvalidGrant);
+        }
+        Rotation::Invalid => return Err(ApiError::InvalidGrant),
+    };
+    // Roles are read fresh, so `users set-roles` applies from the next refresh.
+    let u = username.clone();
+    let user = store(rt, move |s| s.get_user(&u))
+        .await?
+        .ok_or(ApiError::InvalidGrant)?;
+    let body = issue_pair(rt, &user.username, &user.roles, Some(new)).await?;
+    Ok((no_store(json(StatusCode::OK, &body)), Some(username)))
+}
+
+async fn logout(
+    rt: &Runtime,
+    req: Request<Incoming>,
+) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let body = read_json(rt, req).await?;
+    let token = string_field(&body, "refresh_token")?;
+    let h = sha256_hex(&token);
+    let now = super::jwt::now_secs();
+    match store(rt, move |s| s.revoke_family(&h, now)).await? {
+        Rotation::Rotated { username } => {
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            Ok((r, Some(username)))
+        }
+        Rotation::Reused | Rotation::Invalid => Err(ApiError::InvalidGrant),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_are_lowercased_and_checked() {
+        assert_eq!(normalize_username("ALICE").unwrap(), "alice");
+        assert_eq!(normalize_username("a.b_c@d-e").unwrap(), "a.b_c@d-e");
+        assert!(normalize_username("ab").is_err());
+        assert!(normalize_username(&"a".repeat(65)).is_err());
+        assert!(normalize_username("alice smith").is_err());
+        assert!(normalize_username("ålice").is_err());
+        assert!(normalize_username("alice\n").is_err());
+    }
+}

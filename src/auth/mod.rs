@@ -1,0 +1,8 @@
+//! Identity: keys, tokens, passwords, rate limits and the endpoints that use them.
+
+pub mod cache;
+pub mod endpoints;
+pub mod jwt;
+pub mod keys;
+pub mod passwords;
+pub mod ratelimit;

@@ -1,0 +1,163 @@
+//! Argon2id on a bounded pool off the async workers (SPEC §3): `hash_concurrency`
+//! hashes at once, `hash_queue` more may wait; past that → 503 + Retry-After.
+
+use std::sync::Arc;
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::HashParams;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("password hashing queue is full")]
+    Full,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
+}
+
+pub struct PasswordPool {
+    params: HashParams,
+    admit: Arc<Semaphore>,
+    run: Arc<Semaphore>,
+    /// A real hash of a random password: unknown users are verified against it,
+    /// so a login for a missing user costs the same time as for a real one.
+    dummy: String,
+}
+
+fn argon(p: HashParams) -> Result<Argon2<'static>, PoolError> {
+    let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
+        .map_err(|e| PoolError::Failed(e.to_string()))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// Hashes synchronously (for the ops CLI and the pool's workers).
+pub fn hash_now(p: HashParams, password: &str) -> Result<String, PoolError> {
+    argon(p)?
+        .hash_password(password.as_bytes())
+        .map(|h| h.to_string())
+        .map_err(|e| PoolError::Failed(e.to_string()))
+}
+
+/// Constant-shape verification: a malformed stored hash is a failed login.
+pub fn verify_now(p: HashParams, password: &str, phc: &str) -> bool {
+    match argon(p) {
+        Ok(a) => a.verify_password(password.as_bytes(), phc).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Whether a stored hash was made with other parameters than `p` (then it is
+/// upgraded at the next successful login).
+pub fn needs_rehash(p: HashParams, phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return true;
+    };
+    if h.algorithm.as_str() != "argon2id" {
+        return true;
+    }
+    match Params::try_from(&h) {
+        Ok(stored) => {
+            stored.m_cost() != p.memory_kib
+                || stored.t_cost() != p.iterations
+                || stored.p_cost() != p.parallelism
+        }
+        Err(_) => true,
+    }
+}
+
+impl PasswordPool {
+    pub fn new(
+        params: HashParams,
+        concurrency: usize,
+        queue: usize,
+    ) -> Result<PasswordPool, PoolError> {
+        let dummy = hash_now(params, &crate::ids::uuid_v4())?;
+        Ok(PasswordPool {
+            params,
+            admit: Arc::new(Semaphore::new(concurrency + queue)),
+            run: Arc::new(Semaphore::new(concurrency)),
+            dummy,
+        })
+    }
+
+    pub fn params(&self) -> HashParams {
+        self.params
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, PoolError> {
+        let _admitted = self
+            .admit
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| PoolError::Full)?;
+        let _running = self
+            .run
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::Full)?;
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| PoolError::Failed(e.to_string()))
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, PoolError> {
+        let p = self.params;
+        self.run(move || hash_now(p, &password)).await?
+    }
+
+    /// `None` verifies against the dummy hash and always fails, at the same cost.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, PoolError> {
+        let p = self.params;
+        let known = phc.is_some();
+        let phc = phc.unwrap_or_else(|| self.dummy.clone());
+        let ok = self.run(move || verify_now(p, &password, &phc)).await?;
+        Ok(ok && known)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FAST: HashParams = HashParams {
+        memory_kib: 64,
+        iterations: 1,
+        parallelism: 1,
+    };
+
+    #[test]
+    fn hashes_are_phc_argon2id_with_the_parameters() {
+        let h = hash_now(FAST, "correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=64,t=1,p=1$"), "{h}");
+        assert!(verify_now(FAST, "correct horse", &h));
+        assert!(!verify_now(FAST, "wrong", &h));
+        assert!(!needs_rehash(FAST, &h));
+        assert!(needs_rehash(
+            HashParams {
+                memory_kib: 128,
+                ..FAST
+            },
+            &h
+        ));
+        assert!(needs_rehash(FAST, "garbage"));
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_refused() {
+        let pool = Arc::new(PasswordPool::new(FAST, 1, 0).unwrap());
+        let _hold = pool.admit.clone().try_acquire_owned().unwrap();
+        assert!(matches!(pool.hash("x".into()).await, Err(PoolError::Full)));
+    }
+
+    #[tokio::test]
+    async fn unknown_users_never_verify() {
+        let pool = PasswordPool::new(FAST, 1, 4).unwrap();
+        assert!(!pool.verify("anything".into(), None).await.unwrap());
+    }
+}

@@ -1,0 +1,289 @@
+//! gateway.toml: read (spanned TOML) → validate (one pass, every error) → typed [`Config`].
+
+mod build;
+pub mod reader;
+pub mod values;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+
+pub use reader::Issue;
+pub use values::{Cidr, Rate, SecretRef};
+
+/// Every problem found in one config file, printed one per line as
+/// `FILE:LINE:COL: key.path: reason` (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub origin: String,
+    pub issues: Vec<Issue>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.issues.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            if e.path.is_empty() {
+                write!(f, "{}:{}:{}: {}", self.origin, e.line, e.col, e.reason)?;
+            } else {
+                write!(
+                    f,
+                    "{}:{}:{}: {}: {}",
+                    self.origin, e.line, e.col, e.path, e.reason
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages) and the folder relative paths start in.
+    pub origin: String,
+    pub base_dir: PathBuf,
+    pub server: Server,
+    pub admin: Option<Admin>,
+    pub identity: Identity,
+    pub rate_limit: RateLimit,
+    pub tokens: Tokens,
+    pub forward: Forward,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Vec<SocketAddr>,
+    pub tls: Option<Tls>,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub cert: SecretRef,
+    pub key: SecretRef,
+}
+
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashParams {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityPaths {
+    pub register: String,
+    pub login: String,
+    pub refresh: String,
+    pub logout: String,
+    pub jwks: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub store: StoreUrl,
+    pub registration_open: bool,
+    pub min_password_length: usize,
+    pub max_password_length: usize,
+    pub max_body: usize,
+    pub password_hash: HashParams,
+    pub paths: IdentityPaths,
+    pub hash_concurrency: usize,
+    pub hash_queue: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimit {
+    pub login_per_ip: Option<Rate>,
+    pub login_per_user: Option<Rate>,
+    pub register_per_ip: Option<Rate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    EdDSA,
+    ES256,
+    RS256,
+    HS256,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::EdDSA => "EdDSA",
+            Algorithm::ES256 => "ES256",
+            Algorithm::RS256 => "RS256",
+            Algorithm::HS256 => "HS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Algorithm> {
+        match s {
+            "EdDSA" => Some(Algorithm::EdDSA),
+            "ES256" => Some(Algorithm::ES256),
+            "RS256" => Some(Algorithm::RS256),
+            "HS256" => Some(Algorithm::HS256),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub algorithm: Algorithm,
+    /// Asymmetric algorithms: the private key (PKCS#8 PEM).
+    pub signing_key: Option<SecretRef>,
+    /// HS256: the shared secret.
+    pub secret: Option<SecretRef>,
+    pub previous_keys: Vec<SecretRef>,
+    pub issuer: String,
+    pub audience: String,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub leeway: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Forward {
+    pub identity_header: HeaderName,
+    /// (header, claim), in file order.
+    pub claim_headers: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    /// `host:port` authorities, reached over plain HTTP.
+    pub targets: Vec<String>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub unhealthy_cooldown: Duration,
+    pub retries: u32,
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    Required,
+    Optional,
+    Public,
+}
+
+impl AuthMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
+            AuthMode::Public => "public",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Canonical segment prefix: starts with `/`, no trailing `/` (except `/` itself).
+    pub path: String,
+    /// Index into `Config::upstreams`.
+    pub upstream: usize,
+    pub auth: AuthMode,
+    pub methods: Option<Vec<Method>>,
+    /// Lowercase; `*.example.com` matches one or more labels.
+    pub host: Option<String>,
+    /// claim → accepted values (any one suffices).
+    pub require: Vec<(String, Vec<String>)>,
+    pub strip_prefix: bool,
+}
+
+impl Config {
+    /// Parses and validates config text; `origin` names it in messages and
+    /// `base_dir` anchors relative paths.
+    pub fn load_str(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        build::build(text, origin, base_dir)
+    }
+
+    pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            origin: origin.clone(),
+            issues: vec![Issue {
+                line: 1,
+                col: 1,
+                path: String::new(),
+                reason: format!("cannot read: {e}"),
+            }],
+        })?;
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf());
+        Self::load_str(&text, &origin, &base)
+    }
+
+    pub fn upstream_of(&self, route: &Route) -> &Upstream {
+        &self.upstreams[route.upstream]
+    }
+
+    /// The gateway's own endpoints: they win over routes (SPEC §8).
+    pub fn identity_endpoint(&self, path: &str) -> Option<IdentityEndpoint> {
+        let p = &self.identity.paths;
+        if path == p.register {
+            Some(IdentityEndpoint::Register)
+        } else if path == p.login {
+            Some(IdentityEndpoint::Login)
+        } else if path == p.refresh {
+            Some(IdentityEndpoint::Refresh)
+        } else if path == p.logout {
+            Some(IdentityEndpoint::Logout)
+        } else if path == p.jwks {
+            Some(IdentityEndpoint::Jwks)
+        } else {
+            None
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityEndpoint {
+    Register,
+    Login,
+    Refresh,
+    Logout,
+    Jwks,
+}

@@ -1,0 +1,268 @@
+//! Per-request entry: request id, header limits, path normalisation, dispatch
+//! to an identity endpoint or a route, auth policy, access log and metrics.
+
+pub mod error;
+pub mod normalize;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{HeaderValue, AUTHORIZATION, HOST};
+use http::{HeaderMap, Request, Response};
+use hyper::body::Incoming;
+
+use crate::auth::jwt::{satisfies, Verified};
+use crate::body::Body;
+use crate::config::{AuthMode, Route};
+use crate::proxy::headers::{ClientInfo, X_REQUEST_ID};
+use crate::proxy::{forward, Outgoing};
+use crate::state::{App, Runtime};
+use error::ApiError;
+
+/// What the access log says about one request.
+#[derive(Default)]
+struct Trace {
+    path: Option<String>,
+    route: Option<String>,
+    upstream: Option<String>,
+    user: Option<String>,
+}
+
+/// The host a request is for: the absolute-form/HTTP/2 authority, else `Host`.
+pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str()),
+        None => req.headers().get(HOST).and_then(|v| v.to_str().ok()),
+    }
+}
+
+/// `Authorization: Bearer <token>`, scheme case-insensitive. `Ok(None)` when
+/// there is no header or another scheme; more than one header is an error.
+pub fn bearer(h: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let mut all = h.get_all(AUTHORIZATION).iter();
+    let Some(v) = all.next() else { return Ok(None) };
+    if all.next().is_some() {
+        return Err(ApiError::InvalidRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let s = v
+        .to_str()
+        .map_err(|_| ApiError::InvalidToken("malformed Authorization header".into()))?;
+    let (scheme, rest) = s.split_once(' ').unwrap_or((s, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Ok(None);
+    }
+    let token = rest.trim();
+    if token.is_empty() {
+        return Err(ApiError::InvalidToken("empty bearer token".into()));
+    }
+    Ok(Some(token))
+}
+
+/// The route's auth policy (SPEC §4): the verified caller, if any.
+pub fn authorize(
+    rt: &Runtime,
+    route: &Route,
+    h: &HeaderMap,
+) -> Result<Option<Arc<Verified>>, ApiError> {
+    if route.auth == AuthMode::Public {
+        // A public route never looks at tokens, and never sets identity headers.
+        return Ok(None);
+    }
+    let token = match bearer(h)? {
+        Some(t) => t,
+        None if route.auth == AuthMode::Optional => return Ok(None),
+        None => return Err(ApiError::MissingToken),
+    };
+    let v = rt
+        .verifier
+        .verify(token)
+        .map_err(|e| ApiError::InvalidToken(e.0))?;
+    if !satisfies(&v.claims, &route.require) {
+        return Err(ApiError::InsufficientScope);
+    }
+    Ok(Some(v))
+}
+
+fn header_bytes<B>(req: &Request<B>) -> usize {
+    req.headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().to_string().len()
+}
+
+/// `a=1&b=2` → `a=***&b=***`: query values may carry secrets.
+fn redact_query(q: &str) -> String {
+    q.split('&')
+        .map(|kv| match kv.split_once('=') {
+            Some((k, _)) => format!("{k}=***"),
+            None => kv.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+pub async fn serve(
+    app: Arc<App>,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let started = Instant::now();
+    let rt = app.current.load_full();
+    let request_id = match req.headers().get(&X_REQUEST_ID) {
+        Some(v) if crate::ids::valid_request_id(v.as_bytes()) => v.clone(),
+        _ => HeaderValue::from_str(&crate::ids::uuid_v4())
+            .unwrap_or(HeaderValue::from_static("invalid")),
+    };
+    let method = req.method().clone();
+    let query = req.uri().query().map(redact_query);
+    let mut trace = Trace::default();
+    let mut resp = match dispatch(&rt, peer, tls, req, &request_id, &mut trace).await {
+        Ok(r) => r,
+        Err(e) => {
+            if let Some(reason) = e.auth_failure_reason() {
+                metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
+            }
+            if let ApiError::Internal(detail) = &e {
+                tracing::error!(request_id = ?request_id, error = %detail, "internal error");
+            }
+            e.into_response()
+        }
+    };
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let status = resp.status().as_u16();
+    let route = trace.route.as_deref().unwrap_or("none");
+    let elapsed = started.elapsed();
+    metrics::counter!("authgate_requests_total", "route" => route.to_string(), "status" => status.to_string())
+        .increment(1);
+    metrics::histogram!("authgate_request_duration_seconds", "route" => route.to_string())
+        .record(elapsed.as_secs_f64());
+    tracing::info!(
+        target: "authgate::access",
+        request_id = request_id.to_str().unwrap_or(""),
+        method = %method,
+        path = trace.path.as_deref().unwrap_or("-"),
+        query = query.as_deref().unwrap_or(""),
+        route,
+        status,
+        upstream = trace.upstream.as_deref().unwrap_or("-"),
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+        user = trace.user.as_deref().unwrap_or("-"),
+        peer = %peer.ip(),
+    );
+    Ok(resp)
+}
+
+async fn dispatch(
+    rt: &Runtime,
+    peer: SocketAddr,
+    tls: bool,
+    req: Request<Incoming>,
+    request_id: &HeaderValue,
+    trace: &mut Trace,
+) -> Result<Response<Body>, ApiError> {
+    if header_bytes(&req) > rt.config.server.max_header_bytes {
+        return Err(ApiError::HeadersTooLarge);
+    }
+    // Two Authorization headers mean two parsers may pick different ones.
+    if req.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ApiError::InvalidRequest(
+            "more than one Authorization header".into(),
+        ));
+    }
+    let path = normalize::normalize_path(req.uri().path())
+        .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
+    trace.path = Some(path.clone());
+    if let Some(ep) = rt.config.identity_endpoint(&path) {
+        trace.route = Some(rt.endpoint_label(ep).to_string());
+        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, peer.ip()).await?;
+        trace.user = user;
+        return Ok(resp);
+    }
+    let host = request_host(&req);
+    let (idx, route) = rt
+        .router
+        .find(host, req.method(), &path)
+        .ok_or(ApiError::NotFound)?;
+    trace.route = Some(rt.route_labels[idx].clone());
+    let identity = authorize(rt, route, req.headers())?;
+    trace.user = identity.as_ref().map(|v| v.sub.clone());
+    let forwarded_path = if route.strip_prefix && route.path != "/" {
+        let rest = &path[route.path.len()..];
+        if rest.is_empty() {
+            "/".to_string()
+        } else {
+            rest.to_string()
+        }
+    } else {
+        path
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{forwarded_path}?{q}"),
+        None => forwarded_path,
+    };
+    let pool = &rt.upstreams[route.upstream];
+    let host_owned = host.map(str::to_owned);
+    let out = Outgoing {
+        pool,
+        rules: &rt.rules,
+        path_and_query: &path_and_query,
+        identity: identity.as_deref(),
+        client: ClientInfo {
+            peer: peer.ip(),
+            tls,
+            host: host_owned.as_deref(),
+            request_id,
+        },
+    };
+    match forward(out, req).await {
+        Ok((resp, target)) => {
+            trace.upstream = Some(target);
+            Ok(resp)
+        }
+        Err(e) => {
+            metrics::counter!("authgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => e.kind())
+                .increment(1);
+            tracing::warn!(upstream = %pool.name, error = ?e, "upstream request failed");
+            trace.upstream = Some(pool.name.clone());
+            Err(e.into())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_single() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h).unwrap(), None);
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("bEaReR abc.def.ghi"),
+        );
+        assert_eq!(bearer(&h).unwrap(), Some("abc.def.ghi"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert_eq!(bearer(&h).unwrap(), None);
+        h.append(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
+        assert!(matches!(bearer(&h), Err(ApiError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(
+            redact_query("token=abc&page=2&flag"),
+            "token=***&page=***&flag"
+        );
+    }
+}

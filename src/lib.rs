@@ -1,0 +1,24 @@
+//! authgate: an authenticating reverse proxy and API gateway.
+
+pub mod auth;
+pub mod body;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod demo;
+pub mod edge;
+pub mod ids;
+pub mod logging;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+
+/// jsonwebtoken and rustls both use aws-lc-rs; install it as the process default
+/// once, so neither ever has to guess (CRATES.md: the backend trap).
+pub fn install_crypto() {
+    let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}

@@ -1,0 +1,330 @@
+//! Header hygiene for forwarded requests (SPEC §4, §5): hop-by-hop removal,
+//! strip-then-set identity headers, X-Forwarded-* and Forwarded.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::{Cidr, Forward};
+
+/// RFC 9110 §7.6.1 plus the legacy ones; never forwarded in either direction.
+const HOP_BY_HOP: &[HeaderName] = &[
+    header::CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers the gateway manages itself; config may not name them as identity headers.
+pub fn is_reserved(h: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(h)
+        || [
+            &header::HOST,
+            &header::AUTHORIZATION,
+            &header::CONTENT_LENGTH,
+            &header::CONTENT_TYPE,
+            &header::COOKIE,
+            &header::FORWARDED,
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &X_REQUEST_ID,
+            &KEEP_ALIVE,
+            &PROXY_CONNECTION,
+        ]
+        .contains(&h)
+}
+
+/// Compiled once per config: the names to strip from every client request.
+pub struct HeaderRules {
+    /// Lower case, '_' folded to '-'.
+    protected: Vec<String>,
+    trusted: Vec<Cidr>,
+}
+
+/// Connection tokens a client may not use to make us drop a header.
+fn undroppable(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "forwarded"
+            | "x-request-id"
+    )
+}
+
+pub struct ClientInfo<'a> {
+    pub peer: IpAddr,
+    pub tls: bool,
+    /// `Host` as received (or HTTP/2 `:authority`).
+    pub host: Option<&'a str>,
+    pub request_id: &'a HeaderValue,
+}
+
+impl HeaderRules {
+    pub fn new(forward: &Forward, trusted: &[Cidr]) -> HeaderRules {
+        let mut protected = vec![forward.identity_header.as_str().replace('_', "-")];
+        protected.extend(
+            forward
+                .claim_headers
+                .iter()
+                .map(|(h, _)| h.as_str().replace('_', "-")),
+        );
+        HeaderRules {
+            protected,
+            trusted: trusted.to_vec(),
+        }
+    }
+
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|c| c.contains(ip))
+    }
+
+    /// Is this a configured identity header, under any case or `_` alias?
+    pub fn is_protected(&self, name: &str) -> bool {
+        if name.contains('_') {
+            let folded = name.replace('_', "-");
+            self.protected.contains(&folded)
+        } else {
+            self.protected.iter().any(|p| p == name)
+        }
+    }
+
+    /// Every header that will be removed from this request, for `explain`.
+    pub fn removed(&self, headers: &HeaderMap) -> Vec<String> {
+        let mut h = headers.clone();
+        let before: Vec<String> = h.keys().map(|k| k.to_string()).collect();
+        self.clean(&mut h, false);
+        before
+            .into_iter()
+            .filter(|k| !h.contains_key(k.as_str()))
+            .collect()
+    }
+
+    /// Removes hop-by-hop headers, those named in `Connection`, and every identity
+    /// header (any case, `_` aliases). Keeps the WebSocket handshake when asked.
+    pub fn clean(&self, h: &mut HeaderMap, websocket: bool) {
+        let named: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| !undroppable(n.as_str()))
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+        for n in HOP_BY_HOP {
+            h.remove(n);
+        }
+        h.remove(&KEEP_ALIVE);
+        h.remove(&PROXY_CONNECTION);
+        // Identity headers: strip every spelling the client might use.
+        let spoofed: Vec<HeaderName> = h
+            .keys()
+            .filter(|k| self.is_protected(k.as_str()))
+            .cloned()
+            .collect();
+        for n in spoofed {
+            h.remove(n);
+        }
+        if websocket {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        }
+    }
+
+    /// X-Forwarded-For/Proto/Host, Forwarded and X-Request-Id: replaced unless the
+    /// peer is a trusted proxy, whose values are kept (and XFF appended to).
+    pub fn set_forwarded(&self, h: &mut HeaderMap, c: &ClientInfo) {
+        let trusted = self.is_trusted(c.peer);
+        let ip = c.peer.to_string();
+        let xff = match (trusted, joined(h, &X_FORWARDED_FOR)) {
+            (true, Some(prev)) => format!("{prev}, {ip}"),
+            _ => ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        let proto = if c.tls { "https" } else { "http" };
+        if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+            h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        }
+        if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
+            match c.host.and_then(|s| HeaderValue::from_str(s).ok()) {
+                Some(v) => {
+                    h.insert(X_FORWARDED_HOST.clone(), v);
+                }
+                None => {
+                    h.remove(&X_FORWARDED_HOST);
+                }
+            }
+        }
+        let for_ = if c.peer.is_ipv6() {
+            format!("\"[{ip}]\"")
+        } else {
+            ip
+        };
+        let mut fwd = format!("for={for_};proto={proto}");
+        if let Some(host) = c
+            .host
+            .filter(|s| s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
+        {
+            fwd.push_str(&format!(";host=\"{host}\""));
+        }
+        let fwd = match (trusted, joined(h, &header::FORWARDED)) {
+            (true, Some(prev)) => format!("{prev}, {fwd}"),
+            _ => fwd,
+        };
+        if let Ok(v) = HeaderValue::from_str(&fwd) {
+            h.insert(header::FORWARDED, v);
+        }
+        h.insert(X_REQUEST_ID.clone(), c.request_id.clone());
+    }
+}
+
+/// All values of a header joined with ", ", if present and visible ASCII.
+fn joined(h: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let parts: Vec<&str> = h
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    if parts.is_empty() {
+        None
+    } else {
+        Some(parts.join(", "))
+    }
+}
+
+/// Hop-by-hop headers of an upstream response, plus those its `Connection` names.
+pub fn clean_response(h: &mut HeaderMap, websocket: bool) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(websocket && (n == header::UPGRADE)))
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        if websocket && (n == header::CONNECTION || n == header::UPGRADE) {
+            continue;
+        }
+        h.remove(n);
+    }
+    h.remove(&KEEP_ALIVE);
+    h.remove(&PROXY_CONNECTION);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(trusted: &[&str]) -> HeaderRules {
+        let f = Forward {
+            identity_header: HeaderName::from_static("x-user"),
+            claim_headers: vec![(HeaderName::from_static("x-user-roles"), "roles".into())],
+        };
+        let t: Vec<Cidr> = trusted.iter().map(|s| Cidr::parse(s).unwrap()).collect();
+        HeaderRules::new(&f, &t)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn identity_headers_are_stripped_in_every_spelling() {
+        let r = rules(&[]);
+        let mut h = map(&[
+            ("X-User", "a"),
+            ("x-user", "b"),
+            ("X_User", "c"),
+            ("x_USER-roles", "admin"),
+            ("X-User-Roles", "admin"),
+            ("x-username", "keep"),
+        ]);
+        r.clean(&mut h, false);
+        assert!(h.get("x-user").is_none());
+        assert!(h.get("x_user").is_none());
+        assert!(h.get("x-user-roles").is_none());
+        assert!(h.get("x_user-roles").is_none());
+        assert_eq!(h["x-username"], "keep");
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let r = rules(&[]);
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret, host"),
+            ("x-secret", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("host", "example.com"),
+        ]);
+        r.clean(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["host"]);
+    }
+
+    #[test]
+    fn forwarded_headers_are_replaced_for_strangers_and_appended_for_proxies() {
+        let id = HeaderValue::from_static("rid");
+        let stranger = ClientInfo {
+            peer: "1.2.3.4".parse().unwrap(),
+            tls: false,
+            host: Some("gw.test"),
+            request_id: &id,
+        };
+        let r = rules(&["10.0.0.0/8"]);
+        let mut h = map(&[
+            ("x-forwarded-for", "9.9.9.9"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        r.set_forwarded(&mut h, &stranger);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "gw.test");
+        assert_eq!(h["forwarded"], "for=1.2.3.4;proto=http;host=\"gw.test\"");
+        let proxy = ClientInfo {
+            peer: "10.1.1.1".parse().unwrap(),
+            ..stranger
+        };
+        let mut h = map(&[
+            ("x-forwarded-for", "9.9.9.9"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        r.set_forwarded(&mut h, &proxy);
+        assert_eq!(h["x-forwarded-for"], "9.9.9.9, 10.1.1.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-request-id"], "rid");
+    }
+}

@@ -1,0 +1,212 @@
+//! Forwarding a request to its route's upstream and streaming the answer back.
+
+pub mod headers;
+pub mod upstream;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+
+use crate::auth::jwt::Verified;
+use crate::body::{empty, Body, BoxError};
+use crate::edge::error::ApiError;
+use headers::{clean_response, ClientInfo, HeaderRules};
+use upstream::UpstreamPool;
+
+#[derive(Debug)]
+pub enum ProxyError {
+    Connect(String),
+    Timeout,
+    Protocol(String),
+}
+
+impl From<ProxyError> for ApiError {
+    fn from(e: ProxyError) -> ApiError {
+        match e {
+            ProxyError::Timeout => ApiError::UpstreamTimeout,
+            // An upstream's fault is never a 500 (SPEC §5).
+            ProxyError::Connect(_) | ProxyError::Protocol(_) => ApiError::UpstreamUnavailable,
+        }
+    }
+}
+
+impl ProxyError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProxyError::Connect(_) => "connect",
+            ProxyError::Timeout => "timeout",
+            ProxyError::Protocol(_) => "protocol",
+        }
+    }
+}
+
+/// The client's body without trailers: trailers could otherwise carry a header
+/// (say `X-User`) past the strip-then-set rule.
+struct NoTrailers(Incoming);
+
+impl hyper::body::Body for NoTrailers {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        loop {
+            match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) if f.is_trailers() => continue,
+                Poll::Ready(Some(Ok(f))) => return Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
+/// A client's WebSocket handshake: GET with `Upgrade: websocket` and `Connection: upgrade`.
+pub fn is_websocket(req: &Request<Incoming>) -> bool {
+    req.method() == http::Method::GET
+        && req
+            .headers()
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+            })
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+pub struct Outgoing<'a> {
+    pub pool: &'a UpstreamPool,
+    pub rules: &'a HeaderRules,
+    /// Canonical path (after strip_prefix) plus `?query`.
+    pub path_and_query: &'a str,
+    pub identity: Option<&'a Verified>,
+    pub client: ClientInfo<'a>,
+}
+
+/// Forwards `req`; returns the upstream's response and the target that served it.
+pub async fn forward(
+    o: Outgoing<'_>,
+    mut req: Request<Incoming>,
+) -> Result<(Response<Body>, String), ProxyError> {
+    let websocket = is_websocket(&req);
+    let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    o.rules.clean(&mut headers, websocket);
+    o.rules.set_forwarded(&mut headers, &o.client);
+    if let Some(v) = o.identity {
+        for (name, value) in &v.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    if !headers.contains_key(header::HOST) {
+        // HTTP/2 clients send :authority instead of Host; upstreams speak HTTP/1.1.
+        if let Some(h) = o.client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(header::HOST, h);
+        }
+    }
+    let bodiless = body.is_end_stream();
+    let mut body = if bodiless {
+        Some(empty())
+    } else {
+        Some(NoTrailers(body).boxed())
+    };
+    let mut tried: Option<usize> = None;
+    let mut attempts_left = 1 + o.pool.retries;
+    loop {
+        attempts_left -= 1;
+        let i = o.pool.pick(tried);
+        let target = &o.pool.targets[i];
+        let uri: Uri = format!("http://{}{}", target.authority, o.path_and_query)
+            .parse()
+            .map_err(|e| ProxyError::Protocol(format!("bad upstream URI: {e}")))?;
+        // Retrying is only safe when nothing could have been sent: no body, and
+        // another target to try.
+        let can_retry = bodiless && attempts_left > 0 && o.pool.targets.len() > 1;
+        let mut out = Request::new(body.take().unwrap_or_else(empty));
+        *out.method_mut() = parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = Version::HTTP_11;
+        *out.headers_mut() = if can_retry {
+            headers.clone()
+        } else {
+            std::mem::take(&mut headers)
+        };
+        match tokio::time::timeout(o.pool.timeout, o.pool.client.request(out)).await {
+            Err(_) => return Err(ProxyError::Timeout),
+            Ok(Err(e)) if e.is_connect() => {
+                o.pool.mark_down(i);
+                if can_retry {
+                    tried = Some(i);
+                    body = Some(empty());
+                    continue;
+                }
+                return Err(ProxyError::Connect(format!("{}: {e}", target.authority)));
+            }
+            Ok(Err(e)) => {
+                return Err(ProxyError::Protocol(format!(
+                    "{}: {}",
+                    target.authority,
+                    source_chain(&e)
+                )))
+            }
+            Ok(Ok(mut resp)) => {
+                o.pool.mark_up(i);
+                let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+                if upgraded && !websocket {
+                    // Never answer 101 to anything but a WebSocket handshake (SPEC §8).
+                    return Err(ProxyError::Protocol(
+                        "upstream switched protocols unasked".into(),
+                    ));
+                }
+                clean_response(resp.headers_mut(), upgraded);
+                if let (true, Some(client_upgrade)) = (upgraded, client_upgrade) {
+                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                    tokio::spawn(async move {
+                        if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                            let mut c = hyper_util::rt::TokioIo::new(c);
+                            let mut u = hyper_util::rt::TokioIo::new(u);
+                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                        }
+                    });
+                }
+                let resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed());
+                return Ok((resp, target.authority.clone()));
+            }
+        }
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,137 @@
+//! Upstream pools: one pooled hyper-util client per upstream, round robin over
+//! targets, skipping those that refused a connection within `unhealthy_cooldown`.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::Body;
+use crate::config::Upstream;
+
+pub struct Target {
+    pub authority: String,
+    /// Milliseconds since `epoch` until which the target is skipped (0: healthy).
+    down_until: AtomicU64,
+}
+
+pub struct UpstreamPool {
+    pub name: String,
+    pub targets: Vec<Target>,
+    next: AtomicUsize,
+    pub client: Client<HttpConnector, Body>,
+    pub timeout: Duration,
+    pub retries: u32,
+    cooldown: Duration,
+    epoch: Instant,
+}
+
+impl UpstreamPool {
+    pub fn new(u: &Upstream) -> UpstreamPool {
+        let mut conn = HttpConnector::new();
+        conn.set_connect_timeout(Some(u.connect_timeout));
+        conn.set_nodelay(true);
+        conn.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(1024)
+            .build(conn);
+        UpstreamPool {
+            name: u.name.clone(),
+            targets: u
+                .targets
+                .iter()
+                .map(|a| Target {
+                    authority: a.clone(),
+                    down_until: AtomicU64::new(0),
+                })
+                .collect(),
+            next: AtomicUsize::new(0),
+            client,
+            timeout: u.timeout,
+            retries: u.retries,
+            cooldown: u.unhealthy_cooldown,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// The next healthy target in round-robin order, avoiding `exclude` when there
+    /// is another; when every target is down, the next one anyway.
+    pub fn pick(&self, exclude: Option<usize>) -> usize {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now_ms();
+        for k in 0..n {
+            let i = (start + k) % n;
+            if Some(i) == exclude && n > 1 {
+                continue;
+            }
+            if self.targets[i].down_until.load(Ordering::Relaxed) <= now {
+                return i;
+            }
+        }
+        match exclude {
+            Some(e) if n > 1 => (e + 1) % n,
+            _ => start % n,
+        }
+    }
+
+    pub fn mark_down(&self, i: usize) {
+        let until = self.now_ms() + self.cooldown.as_millis() as u64;
+        self.targets[i]
+            .down_until
+            .store(until.max(1), Ordering::Relaxed);
+    }
+
+    pub fn mark_up(&self, i: usize) {
+        if self.targets[i].down_until.load(Ordering::Relaxed) != 0 {
+            self.targets[i].down_until.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(n: usize) -> UpstreamPool {
+        let u = Upstream {
+            name: "u".into(),
+            targets: (0..n).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect(),
+            connect_timeout: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            unhealthy_cooldown: Duration::from_secs(10),
+            retries: 1,
+            health_check: None,
+        };
+        UpstreamPool::new(&u)
+    }
+
+    #[tokio::test]
+    async fn round_robin_skips_unhealthy_targets() {
+        let p = pool(3);
+        let picks: Vec<usize> = (0..6).map(|_| p.pick(None)).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        p.mark_down(1);
+        let picks: Vec<usize> = (0..4).map(|_| p.pick(None)).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert_ne!(p.pick(Some(0)), 0);
+        p.mark_up(1);
+    }
+
+    #[tokio::test]
+    async fn all_down_still_picks_one() {
+        let p = pool(2);
+        p.mark_down(0);
+        p.mark_down(1);
+        let i = p.pick(None);
+        assert!(i < 2);
+    }
+}

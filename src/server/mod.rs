@@ -1,0 +1,297 @@
+//! Listeners, connections, limits, signals (reload, drain) and readiness.
+
+mod admin;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use crate::state::{App, Runtime};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ServeError(pub String);
+
+/// One shared hyper builder, every limit set explicitly.
+fn builder(c: &Config) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        // Without a timer hyper's header_read_timeout is silently inactive.
+        .timer(TokioTimer::new())
+        // Slowloris bound. hyper also applies it while a keep-alive connection waits
+        // for its next request, so idle HTTP/1.1 connections close after
+        // min(idle_timeout, header_read_timeout) — see README.
+        .header_read_timeout(c.server.header_read_timeout.min(c.server.idle_timeout))
+        .keep_alive(true)
+        // Our own check answers 431 with JSON up to max_header_bytes; hyper's
+        // buffer cap is the hard backstop beyond it.
+        .max_buf_size((c.server.max_header_bytes * 2).max(8192))
+        .max_headers(256);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(c.server.max_header_bytes as u32)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(c.server.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Runs the gateway until SIGTERM/SIGINT; `on_ready` runs once every listener is bound.
+pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
+    let store =
+        crate::store::open(&config.identity.store).map_err(|e| ServeError(e.to_string()))?;
+    let tls = tls::acceptor(&config).map_err(ServeError)?;
+    let build_store = store.clone();
+    let rt = tokio::task::spawn_blocking(move || Runtime::build(config, build_store))
+        .await
+        .map_err(|e| ServeError(e.to_string()))?
+        .map_err(|e| ServeError(e.to_string()))?;
+    let config = rt.config.clone();
+    let app = Arc::new(App {
+        current: ArcSwap::from_pointee(rt),
+        config_path,
+        store,
+        tls: ArcSwap::from_pointee(tls),
+    });
+
+    let mut listeners = Vec::new();
+    for addr in &config.server.listen {
+        listeners.push(bind(*addr).await?);
+    }
+    let admin = match &config.admin {
+        Some(a) => Some(bind(a.listen).await?),
+        None => None,
+    };
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
+    for a in &bound {
+        tracing::info!(target: "authgate::ready", "listening on {a} ({scheme})");
+    }
+    if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
+        tracing::info!(target: "authgate::ready", "admin listening on {a}");
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    crate::metrics::spawn_upkeep();
+    spawn_pruner(app.clone());
+
+    let graceful = Arc::new(GracefulShutdown::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let conns = Arc::new(Semaphore::new(config.server.max_connections));
+    let hyper = Arc::new(builder(&config));
+    let mut loops = Vec::new();
+    for l in listeners {
+        loops.push(tokio::spawn(accept_loop(
+            l,
+            app.clone(),
+            hyper.clone(),
+            conns.clone(),
+            graceful.clone(),
+            stop_rx.clone(),
+        )));
+    }
+    if let Some(l) = admin {
+        loops.push(tokio::spawn(admin::serve(l, app.clone(), stop_rx.clone())));
+    }
+
+    wait_for_stop(&app, &bound).await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    // Listeners close at once; in-flight requests get up to shutdown_grace.
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    let grace = app.current.load().config.server.shutdown_grace;
+    tracing::info!(connections = graceful.count(), grace = ?grace, "draining");
+    let Ok(graceful) = Arc::try_unwrap(graceful) else {
+        return Err(ServeError(
+            "internal: connection tracker still shared".into(),
+        ));
+    };
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown grace elapsed; closing remaining connections");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn spawn_pruner(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut t = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            t.tick().await;
+            app.current.load().limits.prune();
+        }
+    });
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    app: Arc<App>,
+    hyper: Arc<auto::Builder<TokioExecutor>>,
+    conns: Arc<Semaphore>,
+    graceful: Arc<GracefulShutdown>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        // At max_connections new connections wait unaccepted (SPEC §8).
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let app = app.clone();
+        let hyper = hyper.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            serve_conn(stream, peer, app, hyper, watcher).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    hyper: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let acceptor = app.tls.load().as_ref().clone();
+    match acceptor {
+        Some(acceptor) => {
+            let timeout = app.current.load().config.server.header_read_timeout;
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc_app = app.clone();
+            let svc = service_fn(move |req| crate::edge::serve(svc_app.clone(), peer, true, req));
+            let conn = hyper
+                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection closed with error");
+            }
+        }
+        None => {
+            let svc = service_fn(move |req| crate::edge::serve(app.clone(), peer, false, req));
+            let conn = hyper
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .into_owned();
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(%peer, error = %e, "connection closed with error");
+            }
+        }
+    }
+}
+
+/// Serves SIGHUP reloads until SIGTERM or SIGINT.
+async fn wait_for_stop(app: &Arc<App>, bound: &[SocketAddr]) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => reload(app, bound).await,
+            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
+        }
+    }
+}
+
+/// SIGHUP: parse, validate, load keys, compile → swap. On error the old config stays.
+pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+    let path = app.config_path.clone();
+    let store = app.store.clone();
+    let old = app.current.load_full();
+    let built = tokio::task::spawn_blocking(move || {
+        let cfg = Config::load_file(&path).map_err(|e| e.to_string())?;
+        let tls = tls::acceptor(&cfg)?;
+        let rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
+        Ok::<_, String>((rt, tls))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r);
+    match built {
+        Ok((rt, tls)) => {
+            let c = &rt.config;
+            if c.server.listen != old.config.server.listen
+                && !(old.config.server.listen.iter().any(|a| a.port() == 0))
+            {
+                tracing::warn!(now = ?bound, configured = ?c.server.listen, "server.listen changed: needs a restart; keeping the old listeners");
+            }
+            if c.admin.as_ref().map(|a| a.listen) != old.config.admin.as_ref().map(|a| a.listen) {
+                tracing::warn!("admin.listen changed: needs a restart");
+            }
+            if c.identity.store != old.config.identity.store {
+                tracing::warn!("identity.store changed: needs a restart; keeping the old store");
+            }
+            if c.server.max_connections != old.config.server.max_connections {
+                tracing::warn!("server.max_connections changed: needs a restart");
+            }
+            app.current.store(Arc::new(rt));
+            app.tls.store(Arc::new(tls));
+            metrics::counter!("authgate_config_reloads_total", "outcome" => "success").increment(1);
+            tracing::info!(config = %app.config_path.display(), "configuration reloaded");
+        }
+        Err(errors) => {
+            metrics::counter!("authgate_config_reloads_total", "outcome" => "failure").increment(1);
+            for line in errors.lines() {
+                tracing::error!(error = %line, "reload refused; the previous configuration stays in force");
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+}

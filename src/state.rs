@@ -1,0 +1,114 @@
+//! The runtime snapshot: everything a request needs, built fully from one
+//! config and swapped atomically on reload (SPEC §6). A request loads it once,
+//! so in-flight requests finish on the snapshot they started with.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::auth::jwt::{Issuer, Verifier};
+use crate::auth::keys::KeySet;
+use crate::auth::passwords::PasswordPool;
+use crate::auth::ratelimit::Limiter;
+use crate::config::{Config, IdentityEndpoint};
+use crate::proxy::headers::HeaderRules;
+use crate::proxy::upstream::UpstreamPool;
+use crate::routes::Router;
+use crate::store::UserStore;
+
+pub struct Limits {
+    pub login_ip: Option<Limiter<IpAddr>>,
+    pub login_user: Option<Limiter<String>>,
+    pub register_ip: Option<Limiter<IpAddr>>,
+}
+
+impl Limits {
+    pub fn prune(&self) {
+        if let Some(l) = &self.login_ip {
+            l.prune();
+        }
+        if let Some(l) = &self.login_user {
+            l.prune();
+        }
+        if let Some(l) = &self.register_ip {
+            l.prune();
+        }
+    }
+}
+
+pub struct Runtime {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub rules: HeaderRules,
+    pub verifier: Verifier,
+    pub issuer: Issuer,
+    pub jwks: Bytes,
+    pub passwords: PasswordPool,
+    pub limits: Limits,
+    pub upstreams: Vec<UpstreamPool>,
+    pub store: Arc<dyn UserStore>,
+    /// Metric and log label per route, and per identity endpoint.
+    pub route_labels: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl Runtime {
+    pub fn build(config: Config, store: Arc<dyn UserStore>) -> Result<Runtime, BuildError> {
+        let keys = KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?;
+        let id = &config.identity;
+        let passwords = PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
+            .map_err(|e| BuildError(e.to_string()))?;
+        let rl = &config.rate_limit;
+        let limits = Limits {
+            login_ip: rl.login_per_ip.map(Limiter::new),
+            login_user: rl.login_per_user.map(Limiter::new),
+            register_ip: rl.register_per_ip.map(Limiter::new),
+        };
+        let route_labels = config
+            .routes
+            .iter()
+            .map(|r| match &r.host {
+                Some(h) => format!("{h}{}", r.path),
+                None => r.path.clone(),
+            })
+            .collect();
+        Ok(Runtime {
+            router: Router::new(&config),
+            rules: HeaderRules::new(&config.forward, &config.server.trusted_proxies),
+            verifier: Verifier::new(&config, &keys),
+            issuer: Issuer::new(&config.tokens, &keys),
+            jwks: Bytes::from(keys.jwks.to_string()),
+            passwords,
+            limits,
+            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            store,
+            route_labels,
+            config: Arc::new(config),
+        })
+    }
+
+    pub fn endpoint_label(&self, e: IdentityEndpoint) -> &str {
+        let p = &self.config.identity.paths;
+        match e {
+            IdentityEndpoint::Register => &p.register,
+            IdentityEndpoint::Login => &p.login,
+            IdentityEndpoint::Refresh => &p.refresh,
+            IdentityEndpoint::Logout => &p.logout,
+            IdentityEndpoint::Jwks => &p.jwks,
+        }
+    }
+}
+
+/// What lives for the whole process: the current snapshot and where it came from.
+pub struct App {
+    pub current: ArcSwap<Runtime>,
+    pub config_path: PathBuf,
+    pub store: Arc<dyn UserStore>,
+    pub tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
+}

@@ -1,0 +1,360 @@
+//! SQLite store: WAL + synchronous=FULL, so a 201 means the row survives a
+//! `kill -9` or power loss the next instant. A busy timeout lets the ops CLI
+//! write while the gateway runs.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
+
+use super::{roles_from_text, roles_to_text, Rotation, StoreError, User, UserStore};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn be(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE users (
+        username TEXT PRIMARY KEY NOT NULL,
+        password_hash TEXT NOT NULL,
+        roles TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+     );
+     CREATE TABLE refresh_tokens (
+        token_hash TEXT PRIMARY KEY NOT NULL,
+        family TEXT NOT NULL,
+        username TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        spent INTEGER NOT NULL DEFAULT 0,
+        revoked INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
+     CREATE INDEX refresh_tokens_username ON refresh_tokens(username);",
+];
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(be)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(be)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(be)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(be)?;
+        let mut store = SqliteStore {
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let conn = self
+            .conn
+            .get_mut()
+            .map_err(|_| StoreError::Backend("poisoned".into()))?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(be)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(be)?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::Backend(format!(
+                "the database schema (v{version}) is newer than this authgate (v{})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(m).map_err(be)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(be)?;
+        }
+        tx.commit().map_err(be)
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut c = self
+            .conn
+            .lock()
+            .map_err(|_| StoreError::Backend("store lock poisoned".into()))?;
+        f(&mut c)
+    }
+}
+
+fn now_secs() -> u64 {
+    crate::auth::jwt::now_secs()
+}
+
+fn row_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
+    Ok(User {
+        username: r.get(0)?,
+        password_hash: r.get(1)?,
+        roles: roles_from_text(&r.get::<_, String>(2)?),
+        created_at: r.get::<_, i64>(3)? as u64,
+    })
+}
+
+impl UserStore for SqliteStore {
+    fn create_user(
+        &self,
+        username: &str,
+        password_hash: &str,
+        roles: &[String],
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            // The primary key is the uniqueness guarantee: no check-then-insert race.
+            match c.execute(
+                "INSERT INTO users (username, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![username, password_hash, roles_to_text(roles), now_secs() as i64],
+            ) {
+                Ok(_) => Ok(()),
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+                    Err(StoreError::Conflict)
+                }
+                Err(e) => Err(be(e)),
+            }
+        })
+    }
+
+    fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
+        self.with(|c| {
+            c.prepare_cached(
+                "SELECT username, password_hash, roles, created_at FROM users WHERE username = ?1",
+            )
+            .and_then(|mut s| s.query_row([username], row_user).optional())
+            .map_err(be)
+        })
+    }
+
+    fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE users SET password_hash = ?2 WHERE username = ?1",
+                params![username, password_hash],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
+        })
+    }
+
+    fn set_roles(&self, username: &str, roles: &[String]) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE users SET roles = ?2 WHERE username = ?1",
+                params![username, roles_to_text(roles)],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
+        })
+    }
+
+    fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
+                .map_err(be)?;
+            let n = tx
+                .execute("DELETE FROM users WHERE username = ?1", [username])
+                .map_err(be)?;
+            tx.commit().map_err(be)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.with(|c| {
+            let mut s = c
+                .prepare("SELECT username, password_hash, roles, created_at FROM users ORDER BY username")
+                .map_err(be)?;
+            let rows = s.query_map([], row_user).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+    }
+
+    fn insert_refresh(
+        &self,
+        token_hash: &str,
+        family: &str,
+        username: &str,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                params![token_hash, family, username, expires_at as i64],
+            )
+            .map(|_| ())
+            .map_err(be)
+        })
+    }
+
+    fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        now: u64,
+        expires_at: u64,
+    ) -> Result<Rotation, StoreError> {
+        self.with(|c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
+            let out = match lookup(&tx, old_hash, now)? {
+                Found::Live { family, username } => {
+                    tx.execute("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = ?1", [old_hash]).map_err(be)?;
+                    tx.execute(
+                        "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)",
+                        params![new_hash, family, username, expires_at as i64],
+                    )
+                    .map_err(be)?;
+                    Rotation::Rotated { username }
+                }
+                Found::Spent { family } => {
+                    tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [family]).map_err(be)?;
+                    Rotation::Reused
+                }
+                Found::Dead => Rotation::Invalid,
+            };
+            tx.commit().map_err(be)?;
+            Ok(out)
+        })
+    }
+
+    fn revoke_family(&self, token_hash: &str, now: u64) -> Result<Rotation, StoreError> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            let out = match lookup(&tx, token_hash, now)? {
+                Found::Live { family, username } => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                        [family],
+                    )
+                    .map_err(be)?;
+                    Rotation::Rotated { username }
+                }
+                Found::Spent { family } => {
+                    tx.execute(
+                        "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
+                        [family],
+                    )
+                    .map_err(be)?;
+                    Rotation::Reused
+                }
+                Found::Dead => Rotation::Invalid,
+            };
+            tx.commit().map_err(be)?;
+            Ok(out)
+        })
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(be))
+    }
+}
+
+enum Found {
+    Live { family: String, username: String },
+    Spent { family: String },
+    Dead,
+}
+
+fn lookup(tx: &rusqlite::Transaction, hash: &str, now: u64) -> Result<Found, StoreError> {
+    let row: Option<(String, String, i64, bool, bool)> = tx
+        .query_row(
+            "SELECT family, username, expires_at, spent, revoked FROM refresh_tokens WHERE token_hash = ?1",
+            [hash],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()
+        .map_err(be)?;
+    Ok(match row {
+        None => Found::Dead,
+        Some((_, _, _, _, true)) => Found::Dead,
+        Some((family, _, _, true, false)) => Found::Spent { family },
+        Some((_, _, exp, false, false)) if (exp as u64) <= now => Found::Dead,
+        Some((family, username, _, false, false)) => Found::Live { family, username },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (SqliteStore, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "authgate-store-{}-{}",
+            std::process::id(),
+            crate::ids::uuid_v4()
+        ));
+        let s = SqliteStore::open(&dir.join("sub/users.db")).unwrap();
+        (s, dir)
+    }
+
+    #[test]
+    fn usernames_are_unique_by_constraint() {
+        let (s, dir) = store();
+        s.create_user("alice", "h", &[]).unwrap();
+        assert!(matches!(
+            s.create_user("alice", "h2", &[]),
+            Err(StoreError::Conflict)
+        ));
+        assert_eq!(s.get_user("alice").unwrap().unwrap().password_hash, "h");
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_reused_refresh_token_revokes_its_family() {
+        let (s, dir) = store();
+        s.create_user("bob", "h", &["admin".into()]).unwrap();
+        s.insert_refresh("t1", "fam", "bob", 2_000_000_000).unwrap();
+        assert_eq!(
+            s.rotate_refresh("t1", "t2", 100, 2_000_000_000).unwrap(),
+            Rotation::Rotated {
+                username: "bob".into()
+            }
+        );
+        assert_eq!(
+            s.rotate_refresh("t1", "t3", 100, 2_000_000_000).unwrap(),
+            Rotation::Reused
+        );
+        // The newer sibling died with the family.
+        assert_eq!(
+            s.rotate_refresh("t2", "t4", 100, 2_000_000_000).unwrap(),
+            Rotation::Invalid
+        );
+        assert_eq!(
+            s.rotate_refresh("nope", "t5", 100, 2_000_000_000).unwrap(),
+            Rotation::Invalid
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn expired_refresh_tokens_are_invalid() {
+        let (s, dir) = store();
+        s.insert_refresh("t1", "fam", "bob", 50).unwrap();
+        assert_eq!(
+            s.rotate_refresh("t1", "t2", 100, 200).unwrap(),
+            Rotation::Invalid
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
