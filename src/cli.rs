@@ -23,7 +23,13 @@ pub struct Cli {
     )]
     pub config: PathBuf,
     /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "AUTHGATE_LOG_FORMAT",
+        default_value = "text"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Option<Command>,

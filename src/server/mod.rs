@@ -71,6 +71,9 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
         tls: ArcSwap::from_pointee(tls),
     });
 
+    // Handlers go in before the ready line: a SIGHUP sent the moment we say we are
+    // listening must reload, not kill the process (the default action).
+    let signals = Signals::install()?;
     let mut listeners = Vec::new();
     for addr in &config.server.listen {
         listeners.push(bind(*addr).await?);
@@ -118,7 +121,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
         loops.push(tokio::spawn(admin::serve(l, app.clone(), stop_rx.clone())));
     }
 
-    wait_for_stop(&app, &bound).await;
+    wait_for_stop(signals, &app, &bound).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Listeners close at once; in-flight requests get up to shutdown_grace.
     let _ = stop_tx.send(true);
@@ -229,22 +232,33 @@ async fn serve_conn(
     }
 }
 
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Signals, ServeError> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let s = |k: SignalKind| {
+            signal(k).map_err(|e| ServeError(format!("cannot install signal handlers: {e}")))
+        };
+        Ok(Signals {
+            hup: s(SignalKind::hangup())?,
+            term: s(SignalKind::terminate())?,
+            int: s(SignalKind::interrupt())?,
+        })
+    }
+}
+
 /// Serves SIGHUP reloads until SIGTERM or SIGINT.
-async fn wait_for_stop(app: &Arc<App>, bound: &[SocketAddr]) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut hup), Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::hangup()),
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        tracing::error!("cannot install signal handlers");
-        return;
-    };
+async fn wait_for_stop(mut s: Signals, app: &Arc<App>, bound: &[SocketAddr]) {
     loop {
         tokio::select! {
-            _ = hup.recv() => reload(app, bound).await,
-            _ = term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
-            _ = int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
+            _ = s.hup.recv() => reload(app, bound).await,
+            _ = s.term.recv() => { tracing::info!("SIGTERM: shutting down"); return; }
+            _ = s.int.recv() => { tracing::info!("SIGINT: shutting down"); return; }
         }
     }
 }
@@ -267,9 +281,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     match built {
         Ok((rt, tls)) => {
             let c = &rt.config;
-            if c.server.listen != old.config.server.listen
-                && !(old.config.server.listen.iter().any(|a| a.port() == 0))
-            {
+            if c.server.listen != old.config.server.listen {
                 tracing::warn!(now = ?bound, configured = ?c.server.listen, "server.listen changed: needs a restart; keeping the old listeners");
             }
             if c.admin.as_ref().map(|a| a.listen) != old.config.admin.as_ref().map(|a| a.listen) {

@@ -1,0 +1,367 @@
+//! Operations (SPEC §6): reload, admin listener and metrics, access log, TLS.
+mod common;
+use common::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn with_extra_route(cfg: &Cfg, path: &str) -> String {
+    let mut c = cfg.clone();
+    c.rest.push_str(&format!(
+        "\n[[route]]\npath = \"{path}\"\nupstream = \"app\"\nauth = \"public\"\n"
+    ));
+    c.render()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_reloads_under_steady_load_fail_no_request() {
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let gw = Gateway::start(&cfg);
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (ok, failed, stop, url) = (
+            ok.clone(),
+            failed.clone(),
+            stop.clone(),
+            gw.url("/public/load"),
+        );
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            while !stop.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    for i in 0..20 {
+        let text = with_extra_route(&cfg, &format!("/extra{i}"));
+        let reloaded = tokio::task::block_in_place(|| gw.reload(&text));
+        assert!(reloaded, "reload {i} refused:\n{}", gw.logs());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during reloads"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 20);
+    // The last config is the one in force.
+    let r = client().get(gw.url("/extra19/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client().get(gw.url("/extra3/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_flight_request_finishes_on_the_old_config() {
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let gw = Gateway::start(&cfg);
+    let url = gw.url("/public/slow?ms=1500");
+    let slow =
+        tokio::spawn(async move { client().get(url).send().await.map(|r| r.status().as_u16()) });
+    // Wait until the upstream holds the request, then drop /public from the config.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.count() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut without_public = cfg.clone();
+    without_public.rest = without_public
+        .rest
+        .replace("path = \"/public\"", "path = \"/gone\"");
+    assert!(tokio::task::block_in_place(
+        || gw.reload(&without_public.render())
+    ));
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    let r = client().get(gw.url("/public/x")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.admin = Some("listen = \"127.0.0.1:0\"\n".into());
+    let gw = Gateway::start(&cfg);
+    let mut bad = cfg.clone();
+    bad.rest
+        .push_str("\n[[route]]\npath = \"/x\"\nupstream = \"nope\"\n");
+    assert!(!tokio::task::block_in_place(|| gw.reload(&bad.render())));
+    let logs = gw.logs();
+    assert!(
+        logs.contains("route[4].upstream: no upstream named \\\"nope\\\"")
+            || logs.contains("route[4].upstream: no upstream named \"nope\""),
+        "{logs}"
+    );
+    let r = client().get(gw.url("/public/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("authgate_config_reloads_total{outcome=\"failure\"} 1"),
+        "{m}"
+    );
+    // A listen change is accepted for the rest, and logged as needing a restart.
+    let mut moved = cfg.clone();
+    moved.server = "listen = [\"127.0.0.1:1\"]\n".into();
+    moved.admin = cfg.admin.clone();
+    assert!(tokio::task::block_in_place(|| gw.reload(&moved.render())));
+    assert!(gw.logs().contains("needs a restart"), "{}", gw.logs());
+    let r = client().get(gw.url("/public/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn admin_listener_answers_health_readiness_and_moving_metrics() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.admin = Some("listen = \"127.0.0.1:0\"\n".into());
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    for p in ["/healthz", "/readyz"] {
+        let r = c.get(gw.admin_url(p)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.unwrap(),
+            serde_json::json!({"status": "ok"})
+        );
+    }
+    let before = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let (token, _) = token_for(&gw, "metrics-user").await;
+    for _ in 0..3 {
+        assert_eq!(
+            c.get(gw.url("/public/a")).send().await.unwrap().status(),
+            200
+        );
+    }
+    assert_eq!(
+        c.get(gw.url("/protected")).send().await.unwrap().status(),
+        401
+    );
+    assert_eq!(
+        c.get(gw.url("/protected"))
+            .bearer_auth("x.y.z")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(gw.url("/protected"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let after = c
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let s = "authgate_requests_total{route=\"/public\",status=\"200\"}";
+    assert_eq!(metric(&after, s) - metric(&before, s), 3.0, "{after}");
+    assert_eq!(
+        metric(
+            &after,
+            "authgate_auth_failures_total{reason=\"missing_token\"}"
+        ),
+        1.0,
+        "{after}"
+    );
+    assert_eq!(
+        metric(
+            &after,
+            "authgate_auth_failures_total{reason=\"invalid_token\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "authgate_logins_total{outcome=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&after, "authgate_registrations_total{outcome=\"created\"}"),
+        1.0
+    );
+    assert!(
+        after.contains(
+            "authgate_request_duration_seconds_bucket{route=\"/protected\",le=\"0.005\"}"
+        ),
+        "{after}"
+    );
+    assert!(c.get(gw.admin_url("/nope")).send().await.unwrap().status() == 404);
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted_by_kind() {
+    let mut cfg = Cfg::new(dead_addr());
+    cfg.admin = Some("listen = \"127.0.0.1:0\"\n".into());
+    let gw = Gateway::start(&cfg);
+    let r = client().get(gw.url("/public/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let m = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        metric(
+            &m,
+            "authgate_upstream_errors_total{upstream=\"app\",kind=\"connect\"}"
+        ),
+        1.0,
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn access_log_has_one_json_line_per_request_and_no_secrets() {
+    let up = Upstream::start();
+    let gw = Gateway::start_env(&Cfg::new(up.addr), &[("AUTHGATE_LOG_FORMAT", "json")]);
+    let password = "correct horse battery";
+    let (access, refresh) = token_for(&gw, "logger").await;
+    let r = client()
+        .get(gw.url("/protected/p?api_key=sekrit123&page=2"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let rid = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    let r = client()
+        .post(gw.url("/token/refresh"))
+        .json(&serde_json::json!({ "refresh_token": refresh }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(gw.wait_log(&rid, 1, Duration::from_secs(5)));
+    let logs = gw.logs();
+    for secret in [password, access.as_str(), refresh.as_str(), "sekrit123"] {
+        assert!(!logs.contains(secret), "a secret reached the log:\n{logs}");
+    }
+    let line = logs.lines().find(|l| l.contains(&rid)).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).expect("one JSON object per line");
+    assert_eq!(v["method"], "GET");
+    assert_eq!(v["path"], "/protected/p");
+    assert_eq!(v["route"], "/protected");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["user"], "logger");
+    assert_eq!(v["query"], "api_key=***&page=***");
+    assert_eq!(v["upstream"], up.addr.to_string());
+    assert!(v["latency_ms"].as_f64().is_some());
+    assert!(v["timestamp"].as_str().is_some());
+}
+
+struct TestCa {
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn self_signed() -> TestCa {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    TestCa {
+        cert_pem: ck.cert.pem(),
+        key_pem: ck.signing_key.serialize_pem(),
+    }
+}
+
+fn tls_client(ca: &TestCa, addr: std::net::SocketAddr, h2: bool) -> reqwest::Client {
+    let b = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca.cert_pem.as_bytes()).unwrap()])
+        .resolve("localhost", addr);
+    let b = if h2 { b } else { b.http1_only() };
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_serves_http1_and_http2_and_rereads_the_certificate_on_reload() {
+    authgate::install_crypto();
+    let up = Upstream::start();
+    let ca = self_signed();
+    let dir = TempDir::new("tls");
+    std::fs::write(dir.path().join("cert.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &ca.key_pem).unwrap();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.server
+        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
+    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    let url = format!("https://localhost:{}/public/tls", gw.addr.port());
+
+    let r = tls_client(&ca, gw.addr, false)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    let r = tls_client(&ca, gw.addr, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.version(), reqwest::Version::HTTP_2, "ALPN should pick h2");
+    assert_eq!(
+        up.last().header("x-forwarded-proto").as_deref(),
+        Some("https")
+    );
+
+    // A renewed certificate is served after SIGHUP; the old one no longer is.
+    let renewed = self_signed();
+    std::fs::write(gw.dir.path().join("cert.pem"), &renewed.cert_pem).unwrap();
+    std::fs::write(gw.dir.path().join("key.pem"), &renewed.key_pem).unwrap();
+    assert!(tokio::task::block_in_place(|| gw.reload(&cfg.render())));
+    let r = tls_client(&renewed, gw.addr, true)
+        .get(&url)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(tls_client(&ca, gw.addr, true)
+        .get(&url)
+        .send()
+        .await
+        .is_err());
+}
