@@ -370,6 +370,7 @@ impl Gateway {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = child.try_wait() {
+                        let _ = child.wait();
                         std::thread::sleep(Duration::from_millis(100));
                         return Err(format!(
                             "authgate exited ({status}) before ready:\n{}",
