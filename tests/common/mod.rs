@@ -383,6 +383,7 @@ impl Gateway {
         }
         let Some(addr) = addr else {
             let _ = child.kill();
+            let _ = child.wait();
             return Err(format!(
                 "authgate never printed 'listening on':\n{}",
                 logs.lock().unwrap()
