@@ -44,3 +44,36 @@ pub fn spawn_upkeep() {
         }
     });
 }
+
+/// Per-route request metrics with their handles resolved once per config, so
+/// the hot path does no label allocation or registry lookup.
+pub struct RouteMetrics {
+    route: String,
+    duration: metrics::Histogram,
+    /// One counter per status code 100..=599, registered on first use.
+    by_status: Box<[std::sync::OnceLock<metrics::Counter>]>,
+}
+
+impl RouteMetrics {
+    pub fn new(route: &str) -> RouteMetrics {
+        RouteMetrics {
+            route: route.to_string(),
+            duration: metrics::histogram!("authgate_request_duration_seconds", "route" => route.to_string()),
+            by_status: (100..600).map(|_| std::sync::OnceLock::new()).collect(),
+        }
+    }
+
+    pub fn label(&self) -> &str {
+        &self.route
+    }
+
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.duration.record(seconds);
+        let i = (status.clamp(100, 599) - 100) as usize;
+        self.by_status[i]
+            .get_or_init(|| {
+                metrics::counter!("authgate_requests_total", "route" => self.route.clone(), "status" => status.to_string())
+            })
+            .increment(1);
+    }
+}

@@ -9,6 +9,8 @@ pub struct Router {
     /// Route indices, most specific first: longer path, then host set, then methods set.
     order: Vec<usize>,
     routes: Vec<Route>,
+    /// Whether any route filters on host: if none does, the Host is never parsed.
+    by_host: bool,
 }
 
 /// `/protected` matches `/protected` and `/protected/x`, not `/protectedx`.
@@ -54,12 +56,21 @@ impl Router {
                 i,
             )
         });
-        Router { order, routes }
+        let by_host = routes.iter().any(|r| r.host.is_some());
+        Router {
+            order,
+            routes,
+            by_host,
+        }
     }
 
     /// The route for a request, by its canonical path and its host (port ignored).
     pub fn find(&self, host: Option<&str>, method: &Method, path: &str) -> Option<(usize, &Route)> {
-        let host = host.map(host_only);
+        let host = if self.by_host {
+            host.map(host_only)
+        } else {
+            None
+        };
         self.order
             .iter()
             .map(|&i| (i, &self.routes[i]))

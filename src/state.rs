@@ -14,6 +14,7 @@ use crate::auth::keys::KeySet;
 use crate::auth::passwords::PasswordPool;
 use crate::auth::ratelimit::Limiter;
 use crate::config::{Config, IdentityEndpoint};
+use crate::metrics::RouteMetrics;
 use crate::proxy::headers::HeaderRules;
 use crate::proxy::upstream::UpstreamPool;
 use crate::routes::Router;
@@ -50,8 +51,15 @@ pub struct Runtime {
     pub limits: Limits,
     pub upstreams: Vec<UpstreamPool>,
     pub store: Arc<dyn UserStore>,
-    /// Metric and log label per route, and per identity endpoint.
-    pub route_labels: Vec<String>,
+    /// Metrics (and the log label) per route, then per identity endpoint, then "none".
+    pub route_metrics: Vec<RouteMetrics>,
+}
+
+/// Which route a request took, for the access log and metrics.
+#[derive(Debug, Clone, Copy)]
+pub enum RouteRef {
+    Route(usize),
+    Endpoint(IdentityEndpoint),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,13 +78,18 @@ impl Runtime {
             login_user: rl.login_per_user.map(Limiter::new),
             register_ip: rl.register_per_ip.map(Limiter::new),
         };
-        let route_labels = config
+        crate::metrics::install();
+        let p = &config.identity.paths;
+        let route_metrics = config
             .routes
             .iter()
             .map(|r| match &r.host {
                 Some(h) => format!("{h}{}", r.path),
                 None => r.path.clone(),
             })
+            .chain([&p.register, &p.login, &p.refresh, &p.logout, &p.jwks].map(|s| s.to_string()))
+            .chain(["none".to_string()])
+            .map(|l| RouteMetrics::new(&l))
             .collect();
         Ok(Runtime {
             router: Router::new(&config),
@@ -88,20 +101,28 @@ impl Runtime {
             limits,
             upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
             store,
-            route_labels,
+            route_metrics,
             config: Arc::new(config),
         })
     }
 
-    pub fn endpoint_label(&self, e: IdentityEndpoint) -> &str {
-        let p = &self.config.identity.paths;
-        match e {
-            IdentityEndpoint::Register => &p.register,
-            IdentityEndpoint::Login => &p.login,
-            IdentityEndpoint::Refresh => &p.refresh,
-            IdentityEndpoint::Logout => &p.logout,
-            IdentityEndpoint::Jwks => &p.jwks,
-        }
+    /// The metrics of a route, an identity endpoint, or of unmatched requests.
+    pub fn metrics_for(&self, r: Option<RouteRef>) -> &RouteMetrics {
+        let n = self.config.routes.len();
+        let i = match r {
+            Some(RouteRef::Route(i)) => i,
+            Some(RouteRef::Endpoint(e)) => {
+                n + match e {
+                    IdentityEndpoint::Register => 0,
+                    IdentityEndpoint::Login => 1,
+                    IdentityEndpoint::Refresh => 2,
+                    IdentityEndpoint::Logout => 3,
+                    IdentityEndpoint::Jwks => 4,
+                }
+            }
+            None => n + 5,
+        };
+        &self.route_metrics[i]
     }
 }
 

@@ -18,14 +18,14 @@ use crate::body::Body;
 use crate::config::{AuthMode, Route};
 use crate::proxy::headers::{ClientInfo, X_REQUEST_ID};
 use crate::proxy::{forward, Outgoing};
-use crate::state::{App, Runtime};
+use crate::state::{App, RouteRef, Runtime};
 use error::ApiError;
 
 /// What the access log says about one request.
 #[derive(Default)]
 struct Trace {
     path: Option<String>,
-    route: Option<String>,
+    route: Option<RouteRef>,
     upstream: Option<String>,
     user: Option<String>,
 }
@@ -137,12 +137,10 @@ pub async fn serve(
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = resp.status().as_u16();
-    let route = trace.route.as_deref().unwrap_or("none");
     let elapsed = started.elapsed();
-    metrics::counter!("authgate_requests_total", "route" => route.to_string(), "status" => status.to_string())
-        .increment(1);
-    metrics::histogram!("authgate_request_duration_seconds", "route" => route.to_string())
-        .record(elapsed.as_secs_f64());
+    let m = rt.metrics_for(trace.route);
+    m.record(status, elapsed.as_secs_f64());
+    let route = m.label();
     tracing::info!(
         target: "authgate::access",
         request_id = request_id.to_str().unwrap_or(""),
@@ -180,7 +178,7 @@ async fn dispatch(
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
     trace.path = Some(path.clone());
     if let Some(ep) = rt.config.identity_endpoint(&path) {
-        trace.route = Some(rt.endpoint_label(ep).to_string());
+        trace.route = Some(RouteRef::Endpoint(ep));
         let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, peer.ip()).await?;
         trace.user = user;
         return Ok(resp);
@@ -190,7 +188,7 @@ async fn dispatch(
         .router
         .find(host, req.method(), &path)
         .ok_or(ApiError::NotFound)?;
-    trace.route = Some(rt.route_labels[idx].clone());
+    trace.route = Some(RouteRef::Route(idx));
     let identity = authorize(rt, route, req.headers())?;
     trace.user = identity.as_ref().map(|v| v.sub.clone());
     let forwarded_path = if route.strip_prefix && route.path != "/" {

@@ -45,12 +45,41 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Already canonical: no escapes, no empty or dot segments, nothing to refuse.
+/// This is the common case, checked in one pass without allocating.
+fn is_canonical(b: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' | b'\\' | 0 | b';' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                // "/." starts a dot segment only if it ends at "/" or the end ("/.", "/..").
+                let rest = &b[i..];
+                if rest == b"."
+                    || rest == b".."
+                    || rest.starts_with(b"./")
+                    || rest.starts_with(b"../")
+                {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    true
+}
+
 /// Canonical form of a request path (no query). Fast path: an already-canonical
 /// path is returned without decoding work beyond one scan.
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     let bytes = raw.as_bytes();
     if bytes.first() != Some(&b'/') {
         return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(bytes) {
+        return Ok(raw.to_owned());
     }
     // 1. Decode unreserved escapes; reject the ambiguous ones.
     let mut decoded = Vec::with_capacity(bytes.len());
