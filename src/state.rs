@@ -49,7 +49,7 @@ pub struct Runtime {
     pub jwks: Bytes,
     pub passwords: PasswordPool,
     pub limits: Limits,
-    pub upstreams: Vec<UpstreamPool>,
+    pub upstreams: Vec<Arc<UpstreamPool>>,
     pub store: Arc<dyn UserStore>,
     /// Metrics (and the log label) per route, then per identity endpoint, then "none".
     pub route_metrics: Vec<RouteMetrics>,
@@ -99,11 +99,23 @@ impl Runtime {
             jwks: Bytes::from(keys.jwks.to_string()),
             passwords,
             limits,
-            upstreams: config.upstreams.iter().map(UpstreamPool::new).collect(),
+            upstreams: config
+                .upstreams
+                .iter()
+                .map(|u| Arc::new(UpstreamPool::new(u)))
+                .collect(),
             store,
             route_metrics,
             config: Arc::new(config),
         })
+    }
+
+    /// Starts what runs beside requests for this snapshot (active health checks);
+    /// it stops by itself once the snapshot is dropped.
+    pub fn start_background(&self) {
+        for u in &self.upstreams {
+            crate::proxy::upstream::spawn_health_checks(u);
+        }
     }
 
     /// The metrics of a route, an identity endpoint, or of unmatched requests.

@@ -365,3 +365,31 @@ async fn https_serves_http1_and_http2_and_rereads_the_certificate_on_reload() {
         .await
         .is_err());
 }
+
+#[tokio::test]
+async fn active_health_checks_take_a_dead_target_out_before_any_request_fails() {
+    let up = Upstream::start();
+    let dead = dead_addr();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.rest = cfg.rest.replace(
+        &format!("targets = [\"http://{}\"]", up.addr),
+        &format!("targets = [\"http://{}\", \"http://{dead}\"]\nhealth_check = {{ path = \"/health\", interval = \"100ms\" }}", up.addr),
+    );
+    let gw = Gateway::start(&cfg);
+    assert!(
+        gw.wait_log("health check failed", 1, Duration::from_secs(10)),
+        "{}",
+        gw.logs()
+    );
+    // Bodies cannot be retried on another target: only the health check keeps these green.
+    for i in 0..10 {
+        let r = client()
+            .post(gw.url("/public/upload"))
+            .body(format!("body {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    assert!(up.requests().iter().any(|r| r.uri == "/health"));
+}

@@ -8,8 +8,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use std::sync::{Arc, Weak};
+
 use crate::body::Body;
-use crate::config::Upstream;
+use crate::config::{HealthCheck, Upstream};
 
 pub struct Target {
     pub authority: String,
@@ -26,6 +28,7 @@ pub struct UpstreamPool {
     pub retries: u32,
     cooldown: Duration,
     epoch: Instant,
+    health_check: Option<HealthCheck>,
 }
 
 impl UpstreamPool {
@@ -55,6 +58,7 @@ impl UpstreamPool {
             retries: u.retries,
             cooldown: u.unhealthy_cooldown,
             epoch: Instant::now(),
+            health_check: u.health_check.clone(),
         }
     }
 
@@ -95,6 +99,44 @@ impl UpstreamPool {
             self.targets[i].down_until.store(0, Ordering::Relaxed);
         }
     }
+}
+
+/// Active health checks (`health_check = { path, interval }`): GET the path on
+/// every target each interval; a 2xx/3xx marks it healthy, anything else skips it
+/// for `unhealthy_cooldown`. The task ends when its config snapshot is dropped.
+pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
+    let Some(hc) = pool.health_check.clone() else {
+        return;
+    };
+    let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(hc.interval.max(Duration::from_millis(100)));
+        loop {
+            tick.tick().await;
+            let Some(pool) = weak.upgrade() else { return };
+            for (i, t) in pool.targets.iter().enumerate() {
+                let Ok(uri) = format!("http://{}{}", t.authority, hc.path).parse::<http::Uri>()
+                else {
+                    continue;
+                };
+                let mut req = http::Request::new(crate::body::empty());
+                *req.uri_mut() = uri;
+                let timeout = pool.timeout.min(hc.interval.max(Duration::from_secs(1)));
+                let ok = matches!(
+                    tokio::time::timeout(timeout, pool.client.request(req)).await,
+                    Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
+                );
+                if ok {
+                    pool.mark_up(i);
+                } else {
+                    if pool.targets[i].down_until.load(Ordering::Relaxed) == 0 {
+                        tracing::warn!(upstream = %pool.name, target = %t.authority, path = %hc.path, "health check failed");
+                    }
+                    pool.mark_down(i);
+                }
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -64,6 +64,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
         .map_err(|e| ServeError(e.to_string()))?
         .map_err(|e| ServeError(e.to_string()))?;
     let config = rt.config.clone();
+    rt.start_background();
     let app = Arc::new(App {
         current: ArcSwap::from_pointee(rt),
         config_path,
@@ -293,6 +294,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
             if c.server.max_connections != old.config.server.max_connections {
                 tracing::warn!("server.max_connections changed: needs a restart");
             }
+            rt.start_background();
             app.current.store(Arc::new(rt));
             app.tls.store(Arc::new(tls));
             metrics::counter!("authgate_config_reloads_total", "outcome" => "success").increment(1);
