@@ -1,7 +1,7 @@
 # Two horizontal bar panels, one bar per case: CPU µs per request (left) and p99 latency (right).
 # Shorter is better in both. Dashed line: the nginx reverse-proxy row, the reference of every ratio.
 # Called by run.sh: gnuplot -e "dat='...'; out='...'; cpuref=N; p99ref=N; subtitle='...'" chart.gp
-set terminal svg size 1200,560 dynamic enhanced font "Helvetica,13" background rgb "white"
+set terminal svg size 1250,600 dynamic enhanced font "Helvetica,13" background rgb "white"
 set output out
 set datafile separator "\t"
 stats dat using 1 nooutput
@@ -25,7 +25,7 @@ set label 10 "grey: upstream alone   blue: nginx / HAProxy   orange: authgate   
     at screen 0.5, screen 0.03 center font ",12" noenhanced
 
 set title "proxy CPU per request (µs, shorter is better)"
-set lmargin 30
+set lmargin 36
 if (cpuref == cpuref) { set arrow 1 from cpuref, graph 0 to cpuref, graph 1 nohead dt 2 lw 1.5 lc rgb "#333333" }
 plot dat using ($3 / 2):1:(0):($3):($1 - 0.38):($1 + 0.38):($5 + 1):ytic(2) \
         with boxxyerror lc variable notitle, \

@@ -2,11 +2,12 @@
 # authgate benchmark: authgate vs an upstream alone, nginx and HAProxy (plain and with JWT
 # validation), on one 2-core machine over loopback. Ratios to the nginx row, within one run.
 #
-#   bash bench/run.sh            full run: 3 x 10 s per case, medians (~10 min after the build)
+#   bash bench/run.sh            full run: 3 x 10 s per case, medians (~9-13 min after the build)
 #   QUICK=1 bash bench/run.sh    iteration mode: 1 x 3 s per case
 #
 # Env knobs: BENCH_PORT_BASE (default 18180; 9 ports from there), AUTHGATE_LOG (default info,
-# what users run), BENCH_BUDGET_S (soft time budget of the measurements, default 780 s),
+# what users run), BENCH_DISTINCT_TOKENS (tokens rotated in the f2/g2/h2 cases, default 40000),
+# BENCH_BUDGET_S (soft time budget of the measurements, default 800 s),
 # BENCH_IDLE_MAX (wait until the machine is below this busy %, default 15), SKIP_INSTALL=1,
 # SKIP_BUILD=1, AUTHGATE_BIN (a binary to bench instead of building target/release/authgate). Writes bench/results/latest.{md,svg}; scratch files go to bench/run/.
 # Exits 0 even when targets fail (it is a measurement); non-zero only when it could not run.
@@ -19,11 +20,14 @@ REPO=$(dirname "$BENCH")
 RUN=$BENCH/run
 RES=$BENCH/results
 QUICK=${QUICK:-0}
-if [ "$QUICK" = 1 ]; then DUR=3 REPS=1 WARM=1 IDLE_WAIT=5; else DUR=10 REPS=3 WARM=2 IDLE_WAIT=30; fi
+if [ "$QUICK" = 1 ]; then DUR=3 REPS=1 WARM=1 IDLE_WAIT=5; else DUR=10 REPS=3 WARM=2 IDLE_WAIT=20; fi
 CONNS=50
 IDLE_CONNS=${IDLE_CONNS:-5000}
+# authgate caches verified tokens (16,384 in src/auth/jwt.rs, cleared per shard when full): the
+# f2/g2/h2 cases rotate through more than twice that many tokens, so every request is verified
+DISTINCT=${BENCH_DISTINCT_TOKENS:-40000}
 IDLE_MAX=${BENCH_IDLE_MAX:-15}
-BUDGET=${BENCH_BUDGET_S:-780}         # soft: later cases are skipped past it
+BUDGET=${BENCH_BUDGET_S:-800}         # soft: later cases are skipped past it
 HARD_LIMIT=900                        # hard: the watchdog stops the run (15 min of measuring)
 BASE=${BENCH_PORT_BASE:-18180}
 P_UP=$BASE P_NGX=$((BASE + 1)) P_HAP=$((BASE + 2)) P_HS=$((BASE + 3)) P_RS=$((BASE + 4))
@@ -166,10 +170,16 @@ wait_idle() { # wait (bounded) for the machine to calm down; sets BUSY to the la
     [ "$BUSY" -gt "$IDLE_MAX" ] && log "  still ${BUSY}% busy: measuring anyway (noted in the results)"
     return 0
 }
-wrk_run() { # wrk_run SECONDS OUTFILE URL [TOKEN] : wrk pinned to core 1, bounded by timeout
-    local d=$1 out=$2 url=$3 tok=${4:-} hdr=()
-    [ -n "$tok" ] && hdr=(-H "Authorization: Bearer $tok")
-    timeout -k 5 $((d + 20)) taskset -c 1 wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s --latency "${hdr[@]}" "$url" >"$out" 2>&1
+# wrk_run SECONDS OUTFILE URL [TOKEN | @TOKEN_FILE] : wrk pinned to core 1, bounded by timeout.
+# @TOKEN_FILE: rotate through the file's tokens, one per request (rotate_tokens.lua).
+wrk_run() {
+    local d=$1 out=$2 url=$3 tok=${4:-} opt=() rest=()
+    case $tok in
+        "") ;;
+        @*) opt=(-s "$BENCH/rotate_tokens.lua"); rest=(-- "${tok#@}" "/${url#http://*/}") ;;
+        *) opt=(-H "Authorization: Bearer $tok") ;;
+    esac
+    timeout -k 5 $((d + 20)) taskset -c 1 wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s --latency "${opt[@]}" "$url" "${rest[@]}" >"$out" 2>&1
 }
 parse_wrk() { # prints: req/s p50_us p99_us requests non2xx socket_errors
     awk 'function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v+0 }
@@ -312,6 +322,26 @@ authgate_setup() {
     log "authgate $alg ready on :$port (pid $AG_PID), token for alice obtained, checks passed"
 }
 
+# distinct_case ID ALG PORT KEY : mint DISTINCT tokens like AG_TOKEN with the instance's key
+# and run the required route rotating through them (no verified-token cache hits)
+distinct_case() {
+    local id=$1 alg=$2 port=$3 key=$4 label="authgate required, $2, $((DISTINCT / 1000))k tokens"
+    local f=$RUN/tokens-$id.txt msg
+    if over_budget; then
+        log "($id) $label: skipped, time budget of ${BUDGET}s used up"
+        case_status "$id" "$label" authgate "skipped: time budget used up"; return 0
+    fi
+    log "($id) minting $DISTINCT distinct $alg tokens (copies of alice's token, new jti each)"
+    if ! AUTHGATE_JWT_SECRET=$AG_HS_SECRET "$PYJWT" "$BENCH/mint_tokens.py" "$AG_TOKEN" "$alg" "$key" "$DISTINCT" "$f" 2>"$f.err"; then
+        case_status "$id" "$label" authgate "minting tokens failed: $(tail -1 "$f.err")"; return 0
+    fi
+    if ! msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$port/protected" 200 --token "$(head -1 "$f")" --contains '"user":"alice"') \
+        || ! msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$port/protected" 200 --token "$(tail -1 "$f")" --contains '"user":"alice"'); then
+        case_status "$id" "$label" authgate "minted tokens rejected: $msg"; return 0
+    fi
+    run_case "$id" "$label" authgate "http://127.0.0.1:$port/protected" "@$f" "$AG_PID"
+}
+
 # ================================================================= main
 mkdir -p "$RES"
 rm -rf "$RUN"; mkdir -p "$RUN"
@@ -422,6 +452,7 @@ if authgate_setup ag-eddsa "$P_AG_ED" EdDSA; then
     : >"$AG_LOGFILE"
     idle_mem e "$P_AG_ED" /public "$AG_PID"
     run_case f "authgate required, EdDSA" authgate "http://127.0.0.1:$P_AG_ED/protected" "$AG_TOKEN" "$AG_PID"
+    distinct_case f2 EdDSA "$P_AG_ED" "$RUN/ag-eddsa/data/signing-key.pem"
     stop_and_forget "$AG_PID"; AG_LOGFILE=""
     if over_budget; then echo '{"error": "skipped: time budget used up"}' >"$RUN/ready.json"
     else
@@ -435,17 +466,20 @@ else
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
     case_status e "authgate public route" authgate "$AG_ERR"
     case_status f "authgate required, EdDSA" authgate "$AG_ERR"
+    case_status f2 "authgate required, EdDSA, $((DISTINCT / 1000))k tokens" authgate "$AG_ERR"
     echo "{\"error\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$AG_ERR")}" >"$RUN/ready.json"
 fi
 
-for spec in "g ag-hs256 HS256 $P_AG_HS" "h ag-es256 ES256 $P_AG_ES"; do
-    read -r id name alg port <<<"$spec"
+for spec in "g ag-hs256 HS256 $P_AG_HS env:AUTHGATE_JWT_SECRET" "h ag-es256 ES256 $P_AG_ES $RUN/ag-es256/data/signing-key.pem"; do
+    read -r id name alg port key <<<"$spec"
     label="authgate required, $alg"
     if authgate_setup "$name" "$port" "$alg"; then
         run_case "$id" "$label" authgate "http://127.0.0.1:$port/protected" "$AG_TOKEN" "$AG_PID"
+        distinct_case "${id}2" "$alg" "$port" "$key"
     else
         log "($id) $label: n/a — $AG_ERR"
         case_status "$id" "$label" authgate "$AG_ERR"
+        case_status "${id}2" "$label, $((DISTINCT / 1000))k tokens" authgate "$AG_ERR"
     fi
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
 done
@@ -469,6 +503,7 @@ commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "none yet")
     printf 'method\twrk 1 thread, %s connections, %s s per run after a %s s warm-up, %s run(s) per case, medians; proxy (1 worker/thread) pinned to core 0, wrk and the upstream nginx to core 1 (the upstream on core 0 for case a); CPU from /proc/PID/stat at CLK_TCK=%s; memory: %s idle keep-alive connections, VmRSS after-before\n' \
         "$CONNS" "$DUR" "$WARM" "$REPS" "$HZ" "$IDLE_CONNS"
     printf 'authgate_settings\tAUTHGATE_LOG=%s, access log to a file (nginx and HAProxy run with access logs off), TOKIO_WORKER_THREADS=1\n' "$AUTHGATE_LOG"
+    printf 'idle_max\t%s\n' "$IDLE_MAX"
     printf 'mode\t%s\n' "$([ "$QUICK" = 1 ] && echo 'QUICK=1 (1 x 3 s: indicative only)' || echo full)"
 } >"$RUN/meta.tsv"
 

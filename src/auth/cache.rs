@@ -3,11 +3,35 @@
 //! config snapshot, so a reload (new keys) starts it empty.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 use super::jwt::{now_secs, Verified};
 
 const SHARDS: usize = 16;
+
+/// Hashes a token by its last 16 bytes (the signature's tail) instead of SipHash
+/// over all ~300: only tokens with a valid signature are ever inserted, so an
+/// attacker cannot fill a bucket with crafted collisions; equality still compares
+/// the whole token.
+#[derive(Default)]
+struct TailHasher(u64);
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(16)..];
+        let mut h = self.0 ^ 0xcbf2_9ce4_8422_2325 ^ bytes.len() as u64;
+        for &b in tail {
+            h = (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Map = HashMap<Box<str>, Entry, BuildHasherDefault<TailHasher>>;
 
 struct Entry {
     value: Arc<Verified>,
@@ -16,19 +40,19 @@ struct Entry {
 }
 
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<Box<str>, Entry>>>,
+    shards: Vec<Mutex<Map>>,
     per_shard: usize,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
 
-    fn shard(&self, token: &str) -> &Mutex<HashMap<Box<str>, Entry>> {
+    fn shard(&self, token: &str) -> &Mutex<Map> {
         // The signature's last byte is as good as random; no second hash needed.
         let b = token.as_bytes().last().copied().unwrap_or(0) as usize;
         &self.shards[b % SHARDS]

@@ -106,12 +106,32 @@ fn redact_query(q: &str) -> String {
         .join("&")
 }
 
+/// What is known of a client connection, computed once when it is accepted.
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// The peer's IP as text (X-Forwarded-For, Forwarded).
+    pub peer_text: HeaderValue,
+    pub tls: bool,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        let peer_text = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown"));
+        ConnInfo {
+            peer,
+            peer_text,
+            tls,
+        }
+    }
+}
+
 pub async fn serve(
     app: Arc<App>,
-    peer: SocketAddr,
-    tls: bool,
+    conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let peer = conn.peer;
     let started = Instant::now();
     let rt = app.current.load_full();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -122,7 +142,7 @@ pub async fn serve(
     let method = req.method().clone();
     let query = req.uri().query().map(redact_query);
     let mut trace = Trace::default();
-    let mut resp = match dispatch(&rt, peer, tls, req, &request_id, &mut trace).await {
+    let mut resp = match dispatch(&rt, &conn, req, &request_id, &mut trace).await {
         Ok(r) => r,
         Err(e) => {
             if let Some(reason) = e.auth_failure_reason() {
@@ -159,8 +179,7 @@ pub async fn serve(
 
 async fn dispatch(
     rt: &Runtime,
-    peer: SocketAddr,
-    tls: bool,
+    conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
@@ -179,7 +198,7 @@ async fn dispatch(
     trace.path = Some(path.clone());
     if let Some(ep) = rt.config.identity_endpoint(&path) {
         trace.route = Some(RouteRef::Endpoint(ep));
-        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, peer.ip()).await?;
+        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, conn.peer.ip()).await?;
         trace.user = user;
         return Ok(resp);
     }
@@ -202,7 +221,12 @@ async fn dispatch(
         path
     };
     let path_and_query = match req.uri().query() {
-        Some(q) => format!("{forwarded_path}?{q}"),
+        Some(q) => {
+            let mut pq = forwarded_path;
+            pq.push('?');
+            pq.push_str(q);
+            pq
+        }
         None => forwarded_path,
     };
     let pool = &rt.upstreams[route.upstream];
@@ -213,8 +237,9 @@ async fn dispatch(
         path_and_query: &path_and_query,
         identity: identity.as_deref(),
         client: ClientInfo {
-            peer: peer.ip(),
-            tls,
+            peer: conn.peer.ip(),
+            peer_text: &conn.peer_text,
+            tls: conn.tls,
             host: host_owned.as_deref(),
             request_id,
         },

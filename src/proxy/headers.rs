@@ -67,6 +67,8 @@ fn undroppable(name: &str) -> bool {
 
 pub struct ClientInfo<'a> {
     pub peer: IpAddr,
+    /// The peer address as text, computed once per connection.
+    pub peer_text: &'a HeaderValue,
     pub tls: bool,
     /// `Host` as received (or HTTP/2 `:authority`).
     pub host: Option<&'a str>,
@@ -116,6 +118,17 @@ impl HeaderRules {
     /// Removes hop-by-hop headers, those named in `Connection`, and every identity
     /// header (any case, `_` aliases). Keeps the WebSocket handshake when asked.
     pub fn clean(&self, h: &mut HeaderMap, websocket: bool) {
+        // One pass to see whether anything needs removing: usually nothing does.
+        let dirty = h
+            .keys()
+            .any(|k| is_hop_by_hop(k) || self.is_protected(k.as_str()));
+        if !dirty {
+            if websocket {
+                h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+            }
+            return;
+        }
         let named: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
             .iter()
@@ -150,19 +163,25 @@ impl HeaderRules {
     /// X-Forwarded-For/Proto/Host, Forwarded and X-Request-Id: replaced unless the
     /// peer is a trusted proxy, whose values are kept (and XFF appended to).
     pub fn set_forwarded(&self, h: &mut HeaderMap, c: &ClientInfo) {
-        let trusted = self.is_trusted(c.peer);
-        let ip = c.peer.to_string();
-        let xff = match (trusted, joined(h, &X_FORWARDED_FOR)) {
-            (true, Some(prev)) => format!("{prev}, {ip}"),
-            _ => ip.clone(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert(X_FORWARDED_FOR.clone(), v);
+        let trusted = !self.trusted.is_empty() && self.is_trusted(c.peer);
+        let ip = c.peer_text.to_str().unwrap_or("");
+        match joined(h, &X_FORWARDED_FOR).filter(|_| trusted) {
+            Some(prev) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ip}")) {
+                    h.insert(X_FORWARDED_FOR.clone(), v);
+                }
+            }
+            None => {
+                h.insert(X_FORWARDED_FOR.clone(), c.peer_text.clone());
+            }
         }
         let proto = if c.tls { "https" } else { "http" };
         if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
+        let host = c
+            .host
+            .filter(|s| s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
         if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
             match c.host.and_then(|s| HeaderValue::from_str(s).ok()) {
                 Some(v) => {
@@ -173,22 +192,28 @@ impl HeaderRules {
                 }
             }
         }
-        let for_ = if c.peer.is_ipv6() {
-            format!("\"[{ip}]\"")
-        } else {
-            ip
-        };
-        let mut fwd = format!("for={for_};proto={proto}");
-        if let Some(host) = c
-            .host
-            .filter(|s| s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'))
-        {
-            fwd.push_str(&format!(";host=\"{host}\""));
+        let mut fwd = String::with_capacity(48 + host.map_or(0, str::len));
+        if trusted {
+            if let Some(prev) = joined(h, &header::FORWARDED) {
+                fwd.push_str(&prev);
+                fwd.push_str(", ");
+            }
         }
-        let fwd = match (trusted, joined(h, &header::FORWARDED)) {
-            (true, Some(prev)) => format!("{prev}, {fwd}"),
-            _ => fwd,
-        };
+        fwd.push_str("for=");
+        if c.peer.is_ipv6() {
+            fwd.push_str("\"[");
+            fwd.push_str(ip);
+            fwd.push_str("]\"");
+        } else {
+            fwd.push_str(ip);
+        }
+        fwd.push_str(";proto=");
+        fwd.push_str(proto);
+        if let Some(host) = host {
+            fwd.push_str(";host=\"");
+            fwd.push_str(host);
+            fwd.push('"');
+        }
         if let Ok(v) = HeaderValue::from_str(&fwd) {
             h.insert(header::FORWARDED, v);
         }
@@ -210,8 +235,15 @@ fn joined(h: &HeaderMap, name: &HeaderName) -> Option<String> {
     }
 }
 
+fn is_hop_by_hop(k: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(k) || k == KEEP_ALIVE || k == PROXY_CONNECTION
+}
+
 /// Hop-by-hop headers of an upstream response, plus those its `Connection` names.
 pub fn clean_response(h: &mut HeaderMap, websocket: bool) {
+    if !h.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -297,8 +329,11 @@ mod tests {
     #[test]
     fn forwarded_headers_are_replaced_for_strangers_and_appended_for_proxies() {
         let id = HeaderValue::from_static("rid");
+        let s_ip = HeaderValue::from_static("1.2.3.4");
+        let p_ip = HeaderValue::from_static("10.1.1.1");
         let stranger = ClientInfo {
             peer: "1.2.3.4".parse().unwrap(),
+            peer_text: &s_ip,
             tls: false,
             host: Some("gw.test"),
             request_id: &id,
@@ -316,6 +351,7 @@ mod tests {
         assert_eq!(h["forwarded"], "for=1.2.3.4;proto=http;host=\"gw.test\"");
         let proxy = ClientInfo {
             peer: "10.1.1.1".parse().unwrap(),
+            peer_text: &p_ip,
             ..stranger
         };
         let mut h = map(&[

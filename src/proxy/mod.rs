@@ -128,6 +128,10 @@ pub async fn forward(
             headers.insert(header::HOST, h);
         }
     }
+    let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
+        o.path_and_query.as_bytes(),
+    ))
+    .map_err(|e| ProxyError::Protocol(format!("bad path: {e}")))?;
     let bodiless = body.is_end_stream();
     let mut body = if bodiless {
         Some(empty())
@@ -140,8 +144,11 @@ pub async fn forward(
         attempts_left -= 1;
         let i = o.pool.pick(tried);
         let target = &o.pool.targets[i];
-        let uri: Uri = format!("http://{}{}", target.authority, o.path_and_query)
-            .parse()
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(http::uri::Scheme::HTTP);
+        uri.authority = target.parsed.clone();
+        uri.path_and_query = Some(path_and_query.clone());
+        let uri = Uri::from_parts(uri)
             .map_err(|e| ProxyError::Protocol(format!("bad upstream URI: {e}")))?;
         // Retrying is only safe when nothing could have been sent: no body, and
         // another target to try.

@@ -15,6 +15,8 @@ use crate::config::{HealthCheck, Upstream};
 
 pub struct Target {
     pub authority: String,
+    /// The same, parsed once: request URIs are assembled from parts.
+    pub parsed: Option<http::uri::Authority>,
     /// Milliseconds since `epoch` until which the target is skipped (0: healthy).
     down_until: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl UpstreamPool {
                 .iter()
                 .map(|a| Target {
                     authority: a.clone(),
+                    parsed: a.parse().ok(),
                     down_until: AtomicU64::new(0),
                 })
                 .collect(),

@@ -36,8 +36,7 @@ fn builder(c: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // Our own check answers 431 with JSON up to max_header_bytes; hyper's
         // buffer cap is the hard backstop beyond it.
-        .max_buf_size((c.server.max_header_bytes * 2).max(8192))
-        .max_headers(256);
+        .max_buf_size((c.server.max_header_bytes * 2).max(8192));
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(c.server.max_header_bytes as u32)
@@ -213,7 +212,8 @@ async fn serve_conn(
                 Err(_) => return,
             };
             let svc_app = app.clone();
-            let svc = service_fn(move |req| crate::edge::serve(svc_app.clone(), peer, true, req));
+            let info = Arc::new(crate::edge::ConnInfo::new(peer, true));
+            let svc = service_fn(move |req| crate::edge::serve(svc_app.clone(), info.clone(), req));
             let conn = hyper
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                 .into_owned();
@@ -222,7 +222,8 @@ async fn serve_conn(
             }
         }
         None => {
-            let svc = service_fn(move |req| crate::edge::serve(app.clone(), peer, false, req));
+            let info = Arc::new(crate::edge::ConnInfo::new(peer, false));
+            let svc = service_fn(move |req| crate::edge::serve(app.clone(), info.clone(), req));
             let conn = hyper
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();
