@@ -136,8 +136,7 @@ pub async fn serve(
     let rt = app.current.load_full();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
         Some(v) if crate::ids::valid_request_id(v.as_bytes()) => v.clone(),
-        _ => HeaderValue::from_str(&crate::ids::uuid_v4())
-            .unwrap_or(HeaderValue::from_static("invalid")),
+        _ => crate::ids::request_id(),
     };
     let method = req.method().clone();
     let query = req.uri().query().map(redact_query);
