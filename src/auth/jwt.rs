@@ -114,6 +114,7 @@ fn header_value(name: &str, s: &str) -> Result<HeaderValue, TokenError> {
 }
 
 pub struct Verifier {
+    alg: jsonwebtoken::Algorithm,
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
     leeway: u64,
@@ -133,6 +134,7 @@ impl Verifier {
         validation.validate_exp = true;
         validation.validate_nbf = true;
         Verifier {
+            alg: jwt_alg(t.algorithm),
             keys: keys.verifying.clone(),
             validation,
             leeway: t.leeway.as_secs(),
@@ -160,23 +162,34 @@ impl Verifier {
     }
 
     fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| bad(describe(e.kind())))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match unknown_alg(token) {
+            Some(alg) => self.wrong_alg(&alg),
+            None => bad(describe(e.kind())),
+        })?;
+        // The token's alg never chooses (SPEC §4); say so before looking at keys.
+        if header.alg != self.alg {
+            return Err(self.wrong_alg(&format!("{:?}", header.alg)));
+        }
         let kid = header
             .kid
             .as_deref()
             .ok_or_else(|| bad("token has no kid"))?;
         let key = self.keys.get(kid).ok_or_else(|| bad("unknown kid"))?;
-        let data = jsonwebtoken::decode::<StrictClaims>(token, key, &self.validation)
-            .map_err(|e| bad(describe(e.kind())))?;
+        let data = jsonwebtoken::decode::<StrictClaims>(token, key, &self.validation).map_err(
+            |e| match e.kind() {
+                // The signature held; jsonwebtoken stumbled on a claim's type and
+                // may call it malformed JSON. Name the claim instead.
+                ErrorKind::Json(_)
+                | ErrorKind::InvalidClaimFormat(_)
+                | ErrorKind::MissingRequiredClaim(_) => unverified_claims(token)
+                    .and_then(|c| time_claims(&c).err())
+                    .unwrap_or_else(|| bad(describe(e.kind()))),
+                other => bad(describe(other)),
+            },
+        )?;
         let claims = data.claims.0;
-        let exp = claims
-            .get("exp")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| bad("exp must be a number"))?;
-        let nbf = match claims.get("nbf") {
-            None => None,
-            Some(v) => Some(v.as_u64().ok_or_else(|| bad("nbf must be a number"))?),
-        };
+        let (exp, nbf) = time_claims(&claims)?;
+        let exp = exp.ok_or_else(|| bad("missing required claim exp"))?;
         if exp + self.leeway < now {
             return Err(bad("token expired"));
         }
@@ -211,6 +224,53 @@ impl Verifier {
     }
 }
 
+impl Verifier {
+    fn wrong_alg(&self, alg: &str) -> TokenError {
+        let alg: String = alg.chars().take(32).collect();
+        bad(format!(
+            "algorithm {alg:?} is not the configured one ({:?})",
+            self.alg
+        ))
+    }
+}
+
+/// The header's `alg` when it is a string jsonwebtoken does not even know
+/// (`none`, `None`, ...): such a header fails to parse, and "malformed JSON"
+/// would hide what the token tried.
+fn unknown_alg(token: &str) -> Option<String> {
+    use base64::Engine;
+    let part = token.split('.').next()?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part)
+        .ok()?;
+    let header: Map<String, Value> = serde_json::from_slice(&json).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    alg.parse::<jsonwebtoken::Algorithm>()
+        .is_err()
+        .then(|| alg.to_string())
+}
+
+/// The payload as JSON, for explaining a failure only: never trusted.
+fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token).ok()
+}
+
+/// `exp`, `nbf` and `iat`, each absent or a whole number of seconds. SPEC §4: a
+/// time claim of the wrong JSON type is invalid, not absent.
+fn time_claims(claims: &Map<String, Value>) -> Result<(Option<u64>, Option<u64>), TokenError> {
+    let get = |c: &str| match claims.get(c) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad(format!("claim {c} must be a whole number of seconds"))),
+    };
+    let exp = get("exp")?;
+    let nbf = get("nbf")?;
+    get("iat")?;
+    Ok((exp, nbf))
+}
+
 /// One line on why a token failed, for `WWW-Authenticate` and `token inspect`.
 pub fn describe(kind: &ErrorKind) -> String {
     match kind {
@@ -224,6 +284,7 @@ pub fn describe(kind: &ErrorKind) -> String {
         ErrorKind::InvalidAudience => "wrong audience".into(),
         ErrorKind::InvalidSubject => "wrong subject".into(),
         ErrorKind::MissingRequiredClaim(c) => format!("missing required claim {c}"),
+        ErrorKind::InvalidClaimFormat(c) => format!("claim {c} has the wrong type"),
         ErrorKind::Base64(_) => "malformed base64".into(),
         ErrorKind::Json(e) => format!("malformed JSON: {e}"),
         ErrorKind::Utf8(_) => "malformed UTF-8".into(),
@@ -330,6 +391,40 @@ mod tests {
         assert!(claim_header_value("x", &json!("a\u{0}")).is_err());
         assert!(claim_header_value("x", &json!({"a": 1})).is_err());
         assert_eq!(claim_header_value("n", &json!(5)).unwrap().unwrap(), "5");
+    }
+
+    #[test]
+    fn time_claims_of_the_wrong_type_are_errors_not_absent() {
+        let ok = json!({"exp": 10, "nbf": 5, "iat": 5});
+        assert_eq!(
+            time_claims(ok.as_object().unwrap()),
+            Ok((Some(10), Some(5)))
+        );
+        assert_eq!(time_claims(&Map::new()), Ok((None, None)));
+        for (c, v) in [
+            ("exp", json!("10")),
+            ("exp", json!(null)),
+            ("exp", json!(1.5)),
+            ("exp", json!(-1)),
+            ("nbf", json!([5])),
+            ("iat", json!("yesterday")),
+        ] {
+            let mut m = Map::new();
+            m.insert(c.into(), v);
+            let e = time_claims(&m).unwrap_err();
+            assert!(e.0.contains(c), "{e}");
+        }
+    }
+
+    #[test]
+    fn unknown_algorithms_are_named() {
+        use base64::Engine;
+        let enc = |h: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h);
+        let t = format!("{}.e30.", enc(r#"{"alg":"nOnE"}"#));
+        assert_eq!(unknown_alg(&t).as_deref(), Some("nOnE"));
+        let t = format!("{}.e30.", enc(r#"{"alg":"HS256"}"#));
+        assert_eq!(unknown_alg(&t), None);
+        assert_eq!(unknown_alg("garbage"), None);
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Recorded {
     pub uri: String,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+    /// Trailer fields of a chunked body, when the client sent any that got through.
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl Recorded {
@@ -111,6 +113,7 @@ async fn upstream_handle(
             uri: uri.to_string(),
             headers,
             body: vec![],
+            trailers: None,
         });
         tokio::spawn(async move {
             if let Ok(up) = upgrade.await {
@@ -132,17 +135,19 @@ async fn upstream_handle(
             .insert("connection", "Upgrade".parse().unwrap());
         return Ok(r);
     }
-    let body = req
-        .into_body()
-        .collect()
-        .await
-        .map(|c| c.to_bytes().to_vec())
-        .unwrap_or_default();
+    let (body, trailers) = match req.into_body().collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes().to_vec(), trailers)
+        }
+        Err(_) => (Vec::new(), None),
+    };
     seen.lock().unwrap().push(Recorded {
         method,
         uri: uri.to_string(),
         headers,
         body,
+        trailers,
     });
     if path.ends_with("/slow") {
         tokio::time::sleep(Duration::from_millis(query_num(&uri, "ms", 5000))).await;
@@ -663,4 +668,90 @@ pub async fn token_for(gw: &Gateway, user: &str) -> (String, String) {
         v["access_token"].as_str().unwrap().to_string(),
         v["refresh_token"].as_str().unwrap().to_string(),
     )
+}
+
+// ---------------------------------------------------------------- forging tokens
+
+/// base64url without padding, as JWS uses.
+pub fn b64(bytes: impl AsRef<[u8]>) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Claims the test config accepts: `sub`, `iss = "authgate"`, `aud = "api"`, a
+/// current `iat`/`nbf`, `exp` ten minutes ahead, `jti`, and `roles`.
+pub fn good_claims(sub: &str, roles: &[&str]) -> serde_json::Value {
+    let t = now();
+    serde_json::json!({
+        "sub": sub, "iss": "authgate", "aud": "api",
+        "iat": t, "nbf": t, "exp": t + 600, "jti": format!("test-{t}"), "roles": roles,
+    })
+}
+
+/// Signs JWS compact tokens with a key, as the gateway (or an attacker) would.
+pub struct Signer {
+    pub alg: jsonwebtoken::Algorithm,
+    pub key: jsonwebtoken::EncodingKey,
+    /// RFC 7638 thumbprint of the public key (HS256: of the secret's JWK).
+    pub kid: String,
+}
+
+impl Signer {
+    /// The key the gateway created on first start (`data/signing-key.pem`).
+    pub fn of_gateway(gw: &Gateway, alg: jsonwebtoken::Algorithm) -> Signer {
+        let pem = std::fs::read(gw.dir.path().join("data/signing-key.pem"))
+            .expect("the gateway's signing key");
+        Signer::from_pem(&pem, alg)
+    }
+
+    pub fn from_pem(pem: &[u8], alg: jsonwebtoken::Algorithm) -> Signer {
+        use jsonwebtoken::{Algorithm as A, EncodingKey};
+        authgate::install_crypto();
+        let key = match alg {
+            A::EdDSA => EncodingKey::from_ed_pem(pem),
+            A::ES256 => EncodingKey::from_ec_pem(pem),
+            A::RS256 => EncodingKey::from_rsa_pem(pem),
+            other => panic!("no PEM for {other:?}"),
+        }
+        .expect("a private key PEM");
+        Signer::from_key(key, alg)
+    }
+
+    pub fn from_key(key: jsonwebtoken::EncodingKey, alg: jsonwebtoken::Algorithm) -> Signer {
+        use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+        authgate::install_crypto();
+        let kid = Jwk::from_encoding_key(&key, alg)
+            .expect("jwk")
+            .thumbprint(ThumbprintHash::SHA256)
+            .expect("thumbprint");
+        Signer { alg, key, kid }
+    }
+
+    /// The usual header: `{"alg": <ours>, "typ": "JWT", "kid": <ours>}`.
+    pub fn header(&self) -> serde_json::Value {
+        serde_json::json!({ "alg": format!("{:?}", self.alg), "typ": "JWT", "kid": self.kid })
+    }
+
+    /// Signs exactly these header and payload bytes (for malformed or odd JSON).
+    pub fn sign_raw(&self, header: &str, payload: &str) -> String {
+        let msg = format!("{}.{}", b64(header), b64(payload));
+        let sig = jsonwebtoken::crypto::sign(msg.as_bytes(), &self.key, self.alg).expect("sign");
+        format!("{msg}.{sig}")
+    }
+
+    pub fn sign(&self, header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        self.sign_raw(&header.to_string(), &claims.to_string())
+    }
+
+    /// Our usual header over `claims`.
+    pub fn token(&self, claims: &serde_json::Value) -> String {
+        self.sign(&self.header(), claims)
+    }
 }
