@@ -613,6 +613,58 @@ fn host_routes_ignore_case_and_port_and_wildcards_need_a_label() {
 }
 
 #[test]
+fn an_absolute_form_request_is_routed_and_forwarded_by_its_authority() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.rest.push_str(
+        "\n[[route]]\npath = \"/api-only\"\nupstream = \"app\"\nauth = \"public\"\nhost = \"api.example.com\"\n",
+    );
+    let gw = Gateway::start(&cfg);
+    // RFC 9112 §3.2.2: the request-target's authority wins over Host, and a proxy
+    // forwards a Host made from it: the upstream must see the host that was routed.
+    let r = raw(
+        gw.addr,
+        "GET http://api.example.com/api-only HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/api-only");
+    assert_eq!(seen.header_all("host"), vec!["api.example.com"]);
+    assert_eq!(seen.header_all("x-forwarded-host"), vec!["api.example.com"]);
+    // And the other way round: a Host naming the route does not help an authority
+    // that does not.
+    let r = raw(
+        gw.addr,
+        "GET http://evil.test/api-only HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n\r\n",
+    );
+    assert_error(&r, 404, "not_found");
+    assert_eq!(up.count(), 1);
+}
+
+#[test]
+fn two_host_headers_or_none_in_http_1_1_are_400_and_not_forwarded() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.rest.push_str(
+        "\n[[route]]\npath = \"/api-only\"\nupstream = \"app\"\nauth = \"public\"\nhost = \"api.example.com\"\n",
+    );
+    let gw = Gateway::start(&cfg);
+    // RFC 9112 §3.2: the router would read one Host and a backend maybe the other.
+    for req in [
+        "GET /api-only HTTP/1.1\r\nHost: api.example.com\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: gw.test\r\nhost: gw.test\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let r = raw(gw.addr, req);
+        assert_error(&r, 400, "invalid_request");
+    }
+    assert_eq!(up.count(), 0);
+    // HTTP/1.0 needs no Host.
+    let r = raw(gw.addr, "GET /public/x HTTP/1.0\r\n\r\n");
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[test]
 fn a_route_matched_on_path_but_not_method_is_404() {
     let up = Upstream::start();
     let mut cfg = Cfg::new(up.addr);
