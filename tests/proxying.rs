@@ -220,6 +220,66 @@ async fn a_five_mib_download_streams_through_without_being_buffered() {
     );
 }
 
+#[test]
+fn an_expect_100_continue_upload_is_continued_only_once_the_route_allows_it() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let head = |path: &str| {
+        format!("POST {path} HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+    };
+    // Protected without a token: the final answer comes at once, no 100 first.
+    w.write_all(head("/protected/up").as_bytes()).unwrap();
+    let resp = read_response(&mut r);
+    assert_eq!(resp.status, 401, "{resp:?}");
+    // Public: 100 Continue, then the body goes through.
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    w.write_all(head("/public/up").as_bytes()).unwrap();
+    assert_eq!(read_response(&mut r).status, 100);
+    w.write_all(b"hello").unwrap();
+    let resp = read_response(&mut r);
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(up.count(), 1);
+    assert_eq!(up.last().body, b"hello");
+}
+
+#[tokio::test]
+async fn an_http2_request_is_forwarded_as_http_1_1_with_its_authority_as_host() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .post(gw.url("/public/h2?q=1"))
+        .header("x-request-id", "h2-req")
+        .body("over h2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-request-id"], "h2-req");
+    let seen = up.last();
+    assert_eq!(seen.uri, "/public/h2?q=1");
+    assert_eq!(seen.body, b"over h2");
+    assert_eq!(seen.header_all("host"), vec![gw.addr.to_string()]);
+    assert_eq!(
+        seen.header_all("x-forwarded-host"),
+        vec![gw.addr.to_string()]
+    );
+    assert_eq!(seen.header_all("x-forwarded-proto"), vec!["http"]);
+    assert_eq!(seen.header_all("x-request-id"), vec!["h2-req"]);
+}
+
 // ---------------------------------------------------------------- upstream faults
 
 #[test]
