@@ -418,6 +418,16 @@ fn explain(
         "request   {method} {raw} (host: {})",
         host.as_deref().unwrap_or("-")
     );
+    // The same order of checks as edge::dispatch, so that explain agrees with the proxy.
+    if headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        println!("refused   400 invalid_request: more than one Authorization header");
+        return Ok(ExitCode::SUCCESS);
+    }
     let canon = match normalize_path(raw_path) {
         Ok(p) => p,
         Err(e) => {
@@ -475,20 +485,33 @@ fn explain(
             req.join(" and ")
         );
     }
-    if let Some(t) = crate::edge::bearer(&headers).ok().flatten() {
-        if route.auth != AuthMode::Public {
-            match KeySet::load(&config.tokens, false) {
-                Ok(keys) => match Verifier::new(&config, &keys).verify(t) {
-                    Ok(v) if satisfies(&v.claims, &route.require) => {
-                        println!("token     valid for {:?}", v.sub)
-                    }
-                    Ok(_) => println!(
-                        "refused   403 insufficient_scope: the token lacks a required claim"
-                    ),
-                    Err(e) => println!("refused   401 invalid_token: {e}"),
-                },
-                Err(e) => println!("token     cannot be checked: {e}"),
+    let token = match route.auth {
+        AuthMode::Public => None,
+        _ => match crate::edge::bearer(&headers) {
+            Ok(t) => t,
+            Err(e) => {
+                println!(
+                    "refused   {} {}: {}",
+                    e.status().as_u16(),
+                    e.code(),
+                    e.message()
+                );
+                None
             }
+        },
+    };
+    if let Some(t) = token {
+        match KeySet::load(&config.tokens, false) {
+            Ok(keys) => match Verifier::new(&config, &keys).verify(t) {
+                Ok(v) if satisfies(&v.claims, &route.require) => {
+                    println!("token     valid for {:?}", v.sub)
+                }
+                Ok(_) => {
+                    println!("refused   403 insufficient_scope: the token lacks a required claim")
+                }
+                Err(e) => println!("refused   401 invalid_token: {e}"),
+            },
+            Err(e) => println!("token     cannot be checked: {e}"),
         }
     }
     let rules = HeaderRules::new(&config.forward, &config.server.trusted_proxies);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::auth::jwt::{satisfies, Verified};
@@ -30,11 +30,27 @@ struct Trace {
     user: Option<String>,
 }
 
-/// The host a request is for: the absolute-form/HTTP/2 authority, else `Host`.
+/// The host a request is for: the absolute-form/HTTP/2 authority (without any
+/// userinfo), else `Host` (RFC 9112 §3.2.2).
 pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
     match req.uri().authority() {
-        Some(a) => Some(a.as_str()),
+        Some(a) => Some(a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)),
         None => req.headers().get(HOST).and_then(|v| v.to_str().ok()),
+    }
+}
+
+/// RFC 9112 §3.2: more than one `Host`, or none in an HTTP/1.1 request without an
+/// authority, is a 400 — the router could read one host and a backend another.
+fn check_host<B>(req: &Request<B>) -> Result<(), ApiError> {
+    let mut hosts = req.headers().get_all(HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (_, Some(_)) => Err(ApiError::InvalidRequest("more than one Host header".into())),
+        (None, None) if req.version() == Version::HTTP_11 && req.uri().authority().is_none() => {
+            Err(ApiError::InvalidRequest(
+                "an HTTP/1.1 request needs a Host header".into(),
+            ))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -186,6 +202,7 @@ async fn dispatch(
     if header_bytes(&req) > rt.config.server.max_header_bytes {
         return Err(ApiError::HeadersTooLarge);
     }
+    check_host(&req)?;
     // Two Authorization headers mean two parsers may pick different ones.
     if req.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
         return Err(ApiError::InvalidRequest(
@@ -278,6 +295,33 @@ mod tests {
         assert_eq!(bearer(&h).unwrap(), None);
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer x"));
         assert!(matches!(bearer(&h), Err(ApiError::InvalidRequest(_))));
+    }
+
+    #[test]
+    fn the_host_is_the_authority_without_userinfo_else_the_single_host_header() {
+        let req = |uri: &str, hosts: &[&str], v: Version| {
+            let mut b = Request::builder().uri(uri).version(v);
+            for h in hosts {
+                b = b.header(HOST, *h);
+            }
+            b.body(()).unwrap()
+        };
+        let r = req(
+            "http://u:p@api.test:8080/x",
+            &["evil.test"],
+            Version::HTTP_11,
+        );
+        assert_eq!(request_host(&r), Some("api.test:8080"));
+        assert!(check_host(&r).is_ok());
+        let r = req("/x", &["gw.test"], Version::HTTP_11);
+        assert_eq!(request_host(&r), Some("gw.test"));
+        assert!(check_host(&r).is_ok());
+        let r = req("/x", &["a.test", "b.test"], Version::HTTP_11);
+        assert!(matches!(check_host(&r), Err(ApiError::InvalidRequest(_))));
+        let r = req("/x", &[], Version::HTTP_11);
+        assert!(matches!(check_host(&r), Err(ApiError::InvalidRequest(_))));
+        assert!(check_host(&req("/x", &[], Version::HTTP_10)).is_ok());
+        assert!(check_host(&req("http://a.test/x", &[], Version::HTTP_11)).is_ok());
     }
 
     #[test]

@@ -122,11 +122,11 @@ pub async fn forward(
             headers.insert(name.clone(), value.clone());
         }
     }
-    if !headers.contains_key(header::HOST) {
-        // HTTP/2 clients send :authority instead of Host; upstreams speak HTTP/1.1.
-        if let Some(h) = o.client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(header::HOST, h);
-        }
+    // The upstream gets the host the request was routed by: the client's Host, or
+    // the authority of an absolute-form target (RFC 9112 §3.2.2: a proxy replaces
+    // Host with it) or of an HTTP/2 request (:authority; upstreams speak HTTP/1.1).
+    if let Some(h) = o.client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::HOST, h);
     }
     let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
         o.path_and_query.as_bytes(),

@@ -84,6 +84,7 @@ impl Recorded {
 pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -181,8 +182,10 @@ async fn upstream_handle(
 impl Upstream {
     pub fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
         let s = seen.clone();
+        let a = accepted.clone();
         std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -195,6 +198,7 @@ impl Upstream {
                     let Ok((stream, _)) = l.accept().await else {
                         continue;
                     };
+                    a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     let s = s.clone();
                     tokio::spawn(async move {
                         let svc =
@@ -210,7 +214,16 @@ impl Upstream {
         let addr = rx
             .recv_timeout(Duration::from_secs(10))
             .expect("upstream did not start");
-        Upstream { addr, seen }
+        Upstream {
+            addr,
+            seen,
+            accepted,
+        }
+    }
+
+    /// TCP connections accepted so far (to see whether the gateway pools them).
+    pub fn connections(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Recorded> {
@@ -539,11 +552,21 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-#[derive(Debug)]
 pub struct Raw {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+// The body as text, so that a failed assertion shows the JSON error.
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raw")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
 }
 
 impl Raw {
