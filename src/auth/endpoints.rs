@@ -49,7 +49,9 @@ async fn store<T: Send + 'static>(
 
 /// SPEC §3: usernames are 3–64 characters of `a-z 0-9 . _ @ -`, lowercased on input.
 pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
-    let u = raw.to_lowercase();
+    // ASCII folding only: Unicode lowercasing maps KELVIN SIGN (U+212A) to 'k',
+    // which would let a character outside the allowed set through.
+    let u = raw.to_ascii_lowercase();
     let ok = (3..=64).contains(&u.chars().count())
         && u.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'@' | b'-')
@@ -385,5 +387,6 @@ mod tests {
         assert!(normalize_username("alice smith").is_err());
         assert!(normalize_username("ålice").is_err());
         assert!(normalize_username("alice\n").is_err());
+        assert!(normalize_username("\u{212A}elvin").is_err());
     }
 }
