@@ -568,7 +568,8 @@ pub fn run_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
     });
     let mut child = c.spawn().unwrap();
     if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        // A command that exits without reading (a usage error) closes the pipe: not our failure.
+        let _ = child.stdin.take().unwrap().write_all(s.as_bytes());
     }
     let out = child.wait_with_output().unwrap();
     CliOutput {
