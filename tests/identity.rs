@@ -1121,3 +1121,217 @@ async fn changed_hash_parameters_upgrade_the_stored_hash_at_the_next_successful_
     );
     assert_logs_free_of(&gw, &[PW]);
 }
+
+// ---------------------------------------------------------------- more of the contract
+
+#[tokio::test]
+async fn extra_members_in_the_register_body_grant_nothing() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    let a = post(
+        &gw,
+        "/register",
+        json!({"username":"mallory","password":PW,"roles":["admin"],"role":"admin","admin":true,"sub":"root"}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    assert_eq!(
+        a.json(),
+        json!({"message":"User registered successfully","username":"mallory"})
+    );
+    let (token, _) = assert_token_pair(&log_in(&gw, "mallory", PW).await);
+    let c = jwt_claims(&token);
+    assert_eq!(c["roles"], json!([]));
+    assert_eq!(c["sub"], "mallory");
+    assert_eq!(protected(&gw, "/admin", &token).await, 403);
+}
+
+#[tokio::test]
+async fn identity_paths_are_configurable() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&cfg_with_identity(
+        &up,
+        "paths = { register = \"/auth/register\", login = \"/auth/login\", refresh = \"/auth/refresh\", logout = \"/auth/logout\", jwks = \"/auth/keys\" }\n",
+    ));
+    let a = post(
+        &gw,
+        "/auth/register",
+        json!({"username":"alice","password":PW}),
+    )
+    .await;
+    assert_eq!(a.status, 201, "{}", a.text);
+    let (_, r) = assert_token_pair(
+        &post(
+            &gw,
+            "/auth/login",
+            json!({"username":"alice","password":PW}),
+        )
+        .await,
+    );
+    let (_, r2) = assert_token_pair(&post(&gw, "/auth/refresh", json!({"refresh_token": r})).await);
+    assert_eq!(
+        post(&gw, "/auth/logout", json!({"refresh_token": r2}))
+            .await
+            .status,
+        204
+    );
+    let keys = client().get(gw.url("/auth/keys")).send().await.unwrap();
+    assert_eq!(keys.status(), 200);
+    // The default paths are nobody's now: no route matches them.
+    for path in ["/register", "/login", "/token/refresh", "/logout"] {
+        assert_error(&post(&gw, path, json!({})).await, 404, "not_found");
+    }
+    assert_eq!(get(gw.addr, "/.well-known/jwks.json", &[]).status, 404);
+    assert_eq!(up.count(), 0);
+}
+
+#[tokio::test]
+async fn password_hashing_does_not_stall_other_requests() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.identity = "store = \"sqlite:data/users.db\"\n\
+        password_hash = { memory_kib = 65536, iterations = 5, parallelism = 1 }\n\
+        hash_concurrency = 1\n"
+        .into();
+    let gw = Gateway::start(&cfg);
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    let body = json!({"username":"alice","password":PW}).to_string();
+    let mut login = std::net::TcpStream::connect(gw.addr).unwrap();
+    login
+        .write_all(
+            format!(
+                "POST /login HTTP/1.1\r\nHost: gw.test\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    let sent = std::time::Instant::now();
+    login.set_nonblocking(true).unwrap();
+    let answered = |s: &std::net::TcpStream| {
+        let mut b = [0u8; 1];
+        !matches!(s.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    };
+    // Requests answered while the login is still hashing (well after it was sent).
+    let mut during = 0;
+    while !answered(&login) {
+        assert!(
+            sent.elapsed() < Duration::from_secs(60),
+            "login never answered"
+        );
+        assert_eq!(get(gw.addr, "/public/x", &[]).status, 200);
+        if sent.elapsed() > Duration::from_millis(100) && !answered(&login) {
+            during += 1;
+        }
+    }
+    assert!(
+        sent.elapsed() > Duration::from_millis(200),
+        "the hash was too fast for this test to mean anything"
+    );
+    assert!(
+        during >= 1,
+        "no request was answered while a password was being hashed"
+    );
+    login.set_nonblocking(false).unwrap();
+    let mut buf = Vec::new();
+    let _ = login.read_to_end(&mut buf);
+    assert_eq!(parse_response(&buf).status, 200);
+}
+
+#[tokio::test]
+async fn refresh_tokens_expire_refresh_ttl_after_they_were_issued() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.tokens.push_str("refresh_ttl = \"6s\"\n");
+    let gw = Gateway::start(&cfg);
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let wait_until = |t: u64| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while secs() < t {
+            assert!(std::time::Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    let (_, idle) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let (_, r1) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let t0 = secs();
+    // Halfway, rotate one family: its new token gets a whole refresh_ttl of its own.
+    wait_until(t0 + 3);
+    let (_, r2) = assert_token_pair(&refresh(&gw, &r1).await);
+    // Past the first tokens' lifetime, before the rotated one's.
+    wait_until(t0 + 7);
+    assert_error(&refresh(&gw, &idle).await, 401, "invalid_grant");
+    assert_token_pair(&refresh(&gw, &r2).await);
+}
+
+#[tokio::test]
+async fn previous_keys_stay_in_the_jwks_and_keep_verifying_after_rotation() {
+    authgate::install_crypto();
+    let up = Upstream::start();
+    let dir = TempDir::new("rotate");
+    for name in ["old", "new"] {
+        let out = run_cli(
+            &dir.path().join("gateway.toml"),
+            &[
+                "keys",
+                "generate",
+                "--alg",
+                "EdDSA",
+                "--out",
+                dir.path()
+                    .join(format!("keys/{name}.pem"))
+                    .to_str()
+                    .unwrap(),
+            ],
+            None,
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let mut cfg = Cfg::new(up.addr);
+    cfg.tokens = "algorithm = \"EdDSA\"\nsigning_key = \"file:keys/old.pem\"\n".into();
+    let mut gw =
+        Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    let (old_token, _) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let old_kid = jwt_header(&old_token)["kid"].as_str().unwrap().to_string();
+
+    cfg.tokens = "algorithm = \"EdDSA\"\nsigning_key = \"file:keys/new.pem\"\nprevious_keys = [\"file:keys/old.pem\"]\n".into();
+    gw.restart(&cfg.render());
+    let doc = jwks(&gw).await;
+    let mut kids: Vec<String> = doc["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_string())
+        .collect();
+    let (new_token, _) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let new_kid = jwt_header(&new_token)["kid"].as_str().unwrap().to_string();
+    assert_ne!(new_kid, old_kid, "new tokens are signed by the new key");
+    let mut want = vec![old_kid.clone(), new_kid.clone()];
+    kids.sort();
+    want.sort();
+    assert_eq!(kids, want, "{doc}");
+    for k in doc["keys"].as_array().unwrap() {
+        assert_eq!(k["use"], "sig");
+        assert!(k.get("d").is_none());
+    }
+    verify_with_jwks(&doc, &old_token, jsonwebtoken::Algorithm::EdDSA);
+    verify_with_jwks(&doc, &new_token, jsonwebtoken::Algorithm::EdDSA);
+    assert_eq!(protected(&gw, "/protected", &old_token).await, 200);
+    assert_eq!(protected(&gw, "/protected", &new_token).await, 200);
+
+    // Once the old key is dropped, its tokens stop working and it leaves the JWKS.
+    cfg.tokens = "algorithm = \"EdDSA\"\nsigning_key = \"file:keys/new.pem\"\n".into();
+    gw.restart(&cfg.render());
+    assert_eq!(jwks(&gw).await["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(protected(&gw, "/protected", &old_token).await, 401);
+    assert_eq!(protected(&gw, "/protected", &new_token).await, 200);
+}
