@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::passwords::{needs_rehash, PoolError};
+use super::ratelimit::Limiter;
 use crate::body::{empty, json, Body};
 use crate::config::IdentityEndpoint;
 use crate::edge::error::ApiError;
@@ -256,10 +257,20 @@ async fn login_inner(
     // A malformed name cannot exist: it still costs a full hash (no user probing).
     let username = normalize_username(&raw_user).ok();
     let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
-    if let Some(l) = &rt.limits.login_user {
-        l.peek(&limit_key)
-            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
-    }
+    // Reserve this attempt's failure before hashing: a peek-then-count would let
+    // concurrent guesses all pass before the first failure is counted.
+    let mut reserved = match &rt.limits.login_user {
+        Some(l) => {
+            l.check(&limit_key)
+                .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+            Some(Reservation {
+                limiter: l,
+                key: &limit_key,
+                failed: false,
+            })
+        }
+        None => None,
+    };
     let user = match &username {
         Some(u) => {
             let u = u.clone();
@@ -277,9 +288,9 @@ async fn login_inner(
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            if let Some(l) = &rt.limits.login_user {
-                // Only failures count toward the per-user limit.
-                let _ = l.check(&limit_key);
+            // Only failures count toward the per-user limit: this one stays counted.
+            if let Some(r) = reserved.as_mut() {
+                r.failed = true;
             }
             tracing::info!(user = %limit_key, "login failed");
             return Err(ApiError::InvalidCredentials);
@@ -296,6 +307,22 @@ async fn login_inner(
     }
     let body = issue_pair(rt, &user.username, &user.roles, None).await?;
     Ok((no_store(json(StatusCode::OK, &body)), Some(user.username)))
+}
+
+/// One attempt counted against `login_per_user`; given back on drop unless it
+/// failed (a success, an overloaded pool, or a request abandoned mid-hash).
+struct Reservation<'a> {
+    limiter: &'a Limiter<String>,
+    key: &'a String,
+    failed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.failed {
+            self.limiter.refund(self.key);
+        }
+    }
 }
 
 /// A new access token and refresh token; `family` continues a rotation chain.

@@ -1,9 +1,11 @@
 //! Login and registration throttling (SPEC `[rate_limit]`), in process.
 //!
 //! A keyed GCRA like governor's, written out because the per-user rule needs
-//! to *peek*: past `login_per_user` failures every attempt on that name is
-//! refused — right password included — yet only failures consume. governor
-//! 0.10 has no non-consuming check.
+//! to give an event back: past `login_per_user` failures every attempt on that
+//! name is refused — right password included — yet only failures count. An
+//! attempt reserves one event *before* its password is hashed (so concurrent
+//! guesses cannot all pass before the first failure is counted) and is
+//! refunded when it turns out not to be a failure. governor 0.10 has no refund.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -43,18 +45,6 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
     }
 
-    /// `Err(seconds)` when the key is over its limit; consumes nothing.
-    pub fn peek(&self, key: &K) -> Result<(), u64> {
-        let now = Instant::now();
-        let Ok(map) = self.state.lock() else {
-            return Ok(());
-        };
-        match map.get(key).and_then(|&tat| self.retry_after(tat, now)) {
-            Some(s) => Err(s),
-            None => Ok(()),
-        }
-    }
-
     /// Counts one event; `Err(seconds)` (and nothing counted) when over the limit.
     pub fn check(&self, key: &K) -> Result<(), u64> {
         let now = Instant::now();
@@ -70,6 +60,22 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
         map.insert(key.clone(), tat + self.interval);
         Ok(())
+    }
+
+    /// Gives back one event counted by `check` (an attempt that did not count after all).
+    pub fn refund(&self, key: &K) {
+        let now = Instant::now();
+        let Ok(mut map) = self.state.lock() else {
+            return;
+        };
+        if let Some(tat) = map.get_mut(key) {
+            match tat.checked_sub(self.interval) {
+                Some(t) if t > now => *tat = t,
+                _ => {
+                    map.remove(key);
+                }
+            }
+        }
     }
 
     /// Drops fully recovered keys; called periodically.
@@ -105,19 +111,27 @@ mod tests {
         }
         let wait = l.check(&"a").unwrap_err();
         assert!((1..=12).contains(&wait), "{wait}");
-        assert!(l.peek(&"a").is_err());
         // Another key is untouched.
         assert!(l.check(&"b").is_ok());
     }
 
     #[test]
-    fn peek_consumes_nothing() {
-        let l = Limiter::new(rate(1, 60));
+    fn refunded_events_do_not_count() {
+        let l = Limiter::new(rate(2, 60));
         for _ in 0..10 {
-            assert!(l.peek(&"a").is_ok());
+            assert!(l.check(&"a").is_ok());
+            l.refund(&"a");
         }
         assert!(l.check(&"a").is_ok());
-        assert!(l.peek(&"a").is_err());
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_err());
+        // A refund frees exactly one slot.
+        l.refund(&"a");
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_err());
+        // Refunding an unknown key is harmless.
+        l.refund(&"b");
+        assert!(l.check(&"b").is_ok());
     }
 
     #[test]
