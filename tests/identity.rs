@@ -1335,3 +1335,28 @@ async fn previous_keys_stay_in_the_jwks_and_keep_verifying_after_rotation() {
     assert_eq!(protected(&gw, "/protected", &old_token).await, 401);
     assert_eq!(protected(&gw, "/protected", &new_token).await, 200);
 }
+
+#[tokio::test]
+async fn concurrent_guesses_cannot_outrun_login_per_user() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.rate_limit =
+        "login_per_ip = \"off\"\nlogin_per_user = \"3/min\"\nregister_per_ip = \"off\"\n".into();
+    let gw = Gateway::start(&cfg);
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    // 20 wrong guesses at once: the limit is 3 failures, not 3 per hash time.
+    let answers = join_all((0..20).map(|_| log_in(&gw, "alice", "guess"))).await;
+    let mut guessed = 0;
+    for a in &answers {
+        match a.status {
+            401 => guessed += 1,
+            429 => {
+                assert_error(a, 429, "rate_limited");
+                retry_after(a, 60);
+            }
+            other => panic!("unexpected {other}: {}", a.text),
+        }
+    }
+    assert_eq!(guessed, 3, "guesses checked against the password");
+    assert_error(&log_in(&gw, "alice", PW).await, 429, "rate_limited");
+}
