@@ -292,7 +292,9 @@ async fn login_inner(
             if let Some(r) = reserved.as_mut() {
                 r.failed = true;
             }
-            tracing::info!(user = %limit_key, "login failed");
+            // Only a well-formed name is logged: raw input could forge log lines
+            // (CR/LF) or be a password typed into the name field.
+            tracing::info!(user = username.as_deref().unwrap_or("-"), "login failed");
             return Err(ApiError::InvalidCredentials);
         }
     };
