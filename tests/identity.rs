@@ -1360,3 +1360,34 @@ async fn concurrent_guesses_cannot_outrun_login_per_user() {
     assert_eq!(guessed, 3, "guesses checked against the password");
     assert_error(&log_in(&gw, "alice", PW).await, 429, "rate_limited");
 }
+
+#[tokio::test]
+async fn a_login_name_cannot_forge_log_lines_or_leak_a_mistyped_password() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    let forged = "evil\n2026-01-01T00:00:00Z  INFO authgate::access: FORGED user=admin";
+    assert_error(&log_in(&gw, forged, PW).await, 401, "invalid_credentials");
+    // A password typed into the name field is not a valid name: it is not logged either.
+    assert_error(
+        &log_in(&gw, "My Secret Pass!", PW).await,
+        401,
+        "invalid_credentials",
+    );
+    sync_logs(&gw);
+    let logs = gw.logs();
+    assert!(
+        !logs
+            .lines()
+            .any(|l| l.starts_with("2026-01-01") || l.contains("FORGED")),
+        "a client wrote a log line:\n{logs}"
+    );
+    assert!(!logs.to_lowercase().contains("my secret pass"), "{logs}");
+    // A well-formed unknown name is still there for ops to see.
+    assert_error(
+        &log_in(&gw, "mallory", PW).await,
+        401,
+        "invalid_credentials",
+    );
+    sync_logs(&gw);
+    assert!(gw.logs().contains("mallory"), "{}", gw.logs());
+}
