@@ -1391,3 +1391,82 @@ async fn a_login_name_cannot_forge_log_lines_or_leak_a_mistyped_password() {
     sync_logs(&gw);
     assert!(gw.logs().contains("mallory"), "{}", gw.logs());
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_leave_no_live_successor() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    let (_, r1) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let answers = join_all((0..10).map(|_| refresh(&gw, &r1))).await;
+    let winners: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
+    assert_eq!(winners.len(), 1, "one token, one rotation");
+    for a in answers.iter().filter(|a| a.status != 200) {
+        assert_error(a, 401, "invalid_grant");
+    }
+    // The replays revoked the family: the winner's successor is dead too.
+    let (_, r2) = assert_token_pair(winners[0]);
+    assert_error(&refresh(&gw, &r2).await, 401, "invalid_grant");
+}
+
+#[tokio::test]
+async fn access_and_refresh_tokens_are_not_interchangeable() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    let (access, refresh_token) = assert_token_pair(&log_in(&gw, "alice", PW).await);
+    let r = client()
+        .get(gw.url("/protected"))
+        .bearer_auth(&refresh_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(answer(r).await.json()["error"], "invalid_token");
+    assert_error(&refresh(&gw, &access).await, 401, "invalid_grant");
+    assert_error(&logout(&gw, &access).await, 401, "invalid_grant");
+    // Both still work for what they are.
+    assert_eq!(protected(&gw, "/protected", &access).await, 200);
+    assert_token_pair(&refresh(&gw, &refresh_token).await);
+    assert_eq!(up.count(), 1);
+}
+
+#[tokio::test]
+async fn an_unknown_user_costs_a_login_the_same_hash_time() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.identity = "store = \"sqlite:data/users.db\"\n\
+        password_hash = { memory_kib = 32768, iterations = 3, parallelism = 1 }\n"
+        .into();
+    let gw = Gateway::start(&cfg);
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    // Interleaved, median of 5: known user with a wrong password, unknown user, malformed name.
+    let mut times = [vec![], vec![], vec![]];
+    for _ in 0..5 {
+        for (i, name) in ["alice", "nobody", "x"].iter().enumerate() {
+            let t = std::time::Instant::now();
+            assert_eq!(log_in(&gw, name, "wrong password").await.status, 401);
+            times[i].push(t.elapsed());
+        }
+    }
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let known = median(&mut times[0]);
+    let unknown = median(&mut times[1]);
+    let malformed = median(&mut times[2]);
+    assert!(
+        known > Duration::from_millis(20),
+        "hash too cheap to compare: {known:?}"
+    );
+    // Generous bounds: skipping the hash would be ~100x faster, not 2x.
+    assert!(
+        unknown * 2 > known,
+        "unknown {unknown:?} vs known {known:?}"
+    );
+    assert!(
+        malformed * 2 > known,
+        "malformed {malformed:?} vs known {known:?}"
+    );
+}
