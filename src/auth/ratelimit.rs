@@ -18,6 +18,7 @@ use crate::config::Rate;
 const MAX_KEYS: usize = 100_000;
 
 pub struct Limiter<K> {
+    rate: Rate,
     /// Time between two events at the sustained rate.
     interval: Duration,
     /// How far ahead of now the theoretical arrival time may run (the burst).
@@ -29,10 +30,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn new(rate: Rate) -> Limiter<K> {
         let interval = rate.per / rate.count;
         Limiter {
+            rate,
             interval,
             tolerance: interval * (rate.count - 1),
             state: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The configured rate (a reload keeps this limiter's state when it is unchanged).
+    pub fn rate(&self) -> Rate {
+        self.rate
     }
 
     fn retry_after(&self, tat: Instant, now: Instant) -> Option<u64> {
