@@ -1470,3 +1470,34 @@ async fn an_unknown_user_costs_a_login_the_same_hash_time() {
         "malformed {malformed:?} vs known {known:?}"
     );
 }
+
+#[tokio::test]
+async fn a_reload_does_not_reset_the_login_throttles() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.rate_limit =
+        "login_per_ip = \"off\"\nlogin_per_user = \"3/min\"\nregister_per_ip = \"2/hour\"\n".into();
+    let gw = Gateway::start(&cfg);
+    assert_eq!(reg(&gw, "alice", PW).await.status, 201);
+    assert_eq!(reg(&gw, "bob", PW).await.status, 201);
+    for _ in 0..3 {
+        assert_error(
+            &log_in(&gw, "alice", "guess").await,
+            401,
+            "invalid_credentials",
+        );
+    }
+    assert_error(&log_in(&gw, "alice", PW).await, 429, "rate_limited");
+    // `systemctl reload` (a certificate renewal, say) must not hand out a fresh budget.
+    cfg.tokens.push_str("issuer = \"authgate\"\n");
+    assert!(gw.reload(&cfg.render()), "{}", gw.logs());
+    assert_error(&log_in(&gw, "alice", PW).await, 429, "rate_limited");
+    assert_error(&reg(&gw, "carol", PW).await, 429, "rate_limited");
+    assert_token_pair(&log_in(&gw, "bob", PW).await);
+    // A changed rate is a new rule: it starts afresh.
+    cfg.rate_limit =
+        "login_per_ip = \"off\"\nlogin_per_user = \"5/min\"\nregister_per_ip = \"2/hour\"\n".into();
+    assert!(gw.reload(&cfg.render()), "{}", gw.logs());
+    assert_token_pair(&log_in(&gw, "alice", PW).await);
+    assert_error(&reg(&gw, "carol", PW).await, 429, "rate_limited");
+}
