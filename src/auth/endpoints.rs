@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::passwords::{needs_rehash, PoolError};
+use super::ratelimit::Limiter;
 use crate::body::{empty, json, Body};
 use crate::config::IdentityEndpoint;
 use crate::edge::error::ApiError;
@@ -49,7 +50,9 @@ async fn store<T: Send + 'static>(
 
 /// SPEC §3: usernames are 3–64 characters of `a-z 0-9 . _ @ -`, lowercased on input.
 pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
-    let u = raw.to_lowercase();
+    // ASCII folding only: Unicode lowercasing maps KELVIN SIGN (U+212A) to 'k',
+    // which would let a character outside the allowed set through.
+    let u = raw.to_ascii_lowercase();
     let ok = (3..=64).contains(&u.chars().count())
         && u.bytes().all(|b| {
             b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'@' | b'-')
@@ -254,10 +257,20 @@ async fn login_inner(
     // A malformed name cannot exist: it still costs a full hash (no user probing).
     let username = normalize_username(&raw_user).ok();
     let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
-    if let Some(l) = &rt.limits.login_user {
-        l.peek(&limit_key)
-            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
-    }
+    // Reserve this attempt's failure before hashing: a peek-then-count would let
+    // concurrent guesses all pass before the first failure is counted.
+    let mut reserved = match &rt.limits.login_user {
+        Some(l) => {
+            l.check(&limit_key)
+                .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+            Some(Reservation {
+                limiter: l,
+                key: &limit_key,
+                failed: false,
+            })
+        }
+        None => None,
+    };
     let user = match &username {
         Some(u) => {
             let u = u.clone();
@@ -275,11 +288,13 @@ async fn login_inner(
     let user = match (ok, user) {
         (true, Some(u)) => u,
         _ => {
-            if let Some(l) = &rt.limits.login_user {
-                // Only failures count toward the per-user limit.
-                let _ = l.check(&limit_key);
+            // Only failures count toward the per-user limit: this one stays counted.
+            if let Some(r) = reserved.as_mut() {
+                r.failed = true;
             }
-            tracing::info!(user = %limit_key, "login failed");
+            // Only a well-formed name is logged: raw input could forge log lines
+            // (CR/LF) or be a password typed into the name field.
+            tracing::info!(user = username.as_deref().unwrap_or("-"), "login failed");
             return Err(ApiError::InvalidCredentials);
         }
     };
@@ -294,6 +309,22 @@ async fn login_inner(
     }
     let body = issue_pair(rt, &user.username, &user.roles, None).await?;
     Ok((no_store(json(StatusCode::OK, &body)), Some(user.username)))
+}
+
+/// One attempt counted against `login_per_user`; given back on drop unless it
+/// failed (a success, an overloaded pool, or a request abandoned mid-hash).
+struct Reservation<'a> {
+    limiter: &'a Limiter<String>,
+    key: &'a String,
+    failed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.failed {
+            self.limiter.refund(self.key);
+        }
+    }
 }
 
 /// A new access token and refresh token; `family` continues a rotation chain.
@@ -385,5 +416,6 @@ mod tests {
         assert!(normalize_username("alice smith").is_err());
         assert!(normalize_username("ålice").is_err());
         assert!(normalize_username("alice\n").is_err());
+        assert!(normalize_username("\u{212A}elvin").is_err());
     }
 }

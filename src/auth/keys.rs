@@ -241,7 +241,7 @@ pub fn generate_pem(alg: Algorithm) -> Result<String, KeyError> {
 
 /// Writes a private key with mode 0600, creating parent folders.
 pub fn write_private(path: &Path, pem: &str, force: bool) -> Result<(), KeyError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)
             .map_err(|e| KeyError::Io(format!("{}: {e}", dir.display())))?;
@@ -260,7 +260,11 @@ pub fn write_private(path: &Path, pem: &str, force: bool) -> Result<(), KeyError
             KeyError::Io(format!("{}: {e}", path.display()))
         }
     })?;
-    f.write_all(pem.as_bytes())
+    // `mode` applies only when the file is created: an existing file overwritten
+    // with --force keeps its old (maybe world-readable) mode unless set here,
+    // before any key byte is written.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|_| f.write_all(pem.as_bytes()))
         .and_then(|_| f.sync_all())
         .map_err(|e| KeyError::Io(format!("{}: {e}", path.display())))?;
     Ok(())
@@ -285,5 +289,24 @@ mod tests {
             assert_eq!(jwk["kid"], a.kid.as_str());
             assert_eq!(jwk["alg"], alg.name());
         }
+    }
+
+    #[test]
+    fn forced_overwrite_makes_the_key_file_0600() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("authgate-keys-{}", crate::ids::uuid_v4()));
+        let p = dir.join("k.pem");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(&p, "old").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            write_private(&p, "new", false),
+            Err(KeyError::Exists(_))
+        ));
+        write_private(&p, "new", true).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "new");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -1,9 +1,11 @@
 //! Login and registration throttling (SPEC `[rate_limit]`), in process.
 //!
 //! A keyed GCRA like governor's, written out because the per-user rule needs
-//! to *peek*: past `login_per_user` failures every attempt on that name is
-//! refused — right password included — yet only failures consume. governor
-//! 0.10 has no non-consuming check.
+//! to give an event back: past `login_per_user` failures every attempt on that
+//! name is refused — right password included — yet only failures count. An
+//! attempt reserves one event *before* its password is hashed (so concurrent
+//! guesses cannot all pass before the first failure is counted) and is
+//! refunded when it turns out not to be a failure. governor 0.10 has no refund.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -16,6 +18,7 @@ use crate::config::Rate;
 const MAX_KEYS: usize = 100_000;
 
 pub struct Limiter<K> {
+    rate: Rate,
     /// Time between two events at the sustained rate.
     interval: Duration,
     /// How far ahead of now the theoretical arrival time may run (the burst).
@@ -27,10 +30,16 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn new(rate: Rate) -> Limiter<K> {
         let interval = rate.per / rate.count;
         Limiter {
+            rate,
             interval,
             tolerance: interval * (rate.count - 1),
             state: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The configured rate (a reload keeps this limiter's state when it is unchanged).
+    pub fn rate(&self) -> Rate {
+        self.rate
     }
 
     fn retry_after(&self, tat: Instant, now: Instant) -> Option<u64> {
@@ -40,18 +49,6 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
             Some((allowed_at - now).as_millis().div_ceil(1000).max(1) as u64)
         } else {
             None
-        }
-    }
-
-    /// `Err(seconds)` when the key is over its limit; consumes nothing.
-    pub fn peek(&self, key: &K) -> Result<(), u64> {
-        let now = Instant::now();
-        let Ok(map) = self.state.lock() else {
-            return Ok(());
-        };
-        match map.get(key).and_then(|&tat| self.retry_after(tat, now)) {
-            Some(s) => Err(s),
-            None => Ok(()),
         }
     }
 
@@ -70,6 +67,22 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         }
         map.insert(key.clone(), tat + self.interval);
         Ok(())
+    }
+
+    /// Gives back one event counted by `check` (an attempt that did not count after all).
+    pub fn refund(&self, key: &K) {
+        let now = Instant::now();
+        let Ok(mut map) = self.state.lock() else {
+            return;
+        };
+        if let Some(tat) = map.get_mut(key) {
+            match tat.checked_sub(self.interval) {
+                Some(t) if t > now => *tat = t,
+                _ => {
+                    map.remove(key);
+                }
+            }
+        }
     }
 
     /// Drops fully recovered keys; called periodically.
@@ -105,19 +118,27 @@ mod tests {
         }
         let wait = l.check(&"a").unwrap_err();
         assert!((1..=12).contains(&wait), "{wait}");
-        assert!(l.peek(&"a").is_err());
         // Another key is untouched.
         assert!(l.check(&"b").is_ok());
     }
 
     #[test]
-    fn peek_consumes_nothing() {
-        let l = Limiter::new(rate(1, 60));
+    fn refunded_events_do_not_count() {
+        let l = Limiter::new(rate(2, 60));
         for _ in 0..10 {
-            assert!(l.peek(&"a").is_ok());
+            assert!(l.check(&"a").is_ok());
+            l.refund(&"a");
         }
         assert!(l.check(&"a").is_ok());
-        assert!(l.peek(&"a").is_err());
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_err());
+        // A refund frees exactly one slot.
+        l.refund(&"a");
+        assert!(l.check(&"a").is_ok());
+        assert!(l.check(&"a").is_err());
+        // Refunding an unknown key is harmless.
+        l.refund(&"b");
+        assert!(l.check(&"b").is_ok());
     }
 
     #[test]

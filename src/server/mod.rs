@@ -281,7 +281,8 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     .map_err(|e| e.to_string())
     .and_then(|r| r);
     match built {
-        Ok((rt, tls)) => {
+        Ok((mut rt, tls)) => {
+            rt.limits.carry_over(&old.limits);
             let c = &rt.config;
             if c.server.listen != old.config.server.listen {
                 tracing::warn!(now = ?bound, configured = ?c.server.listen, "server.listen changed: needs a restart; keeping the old listeners");

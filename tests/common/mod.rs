@@ -310,6 +310,17 @@ pub struct Gateway {
     pub config_path: PathBuf,
     child: Option<Child>,
     logs: Arc<Mutex<String>>,
+    /// How it was started, so that `restart` starts the same thing again.
+    env: Vec<(String, String)>,
+    cmd: String,
+}
+
+/// A started `authgate` process, ready (its listening lines read back).
+struct Spawned {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
 }
 
 fn parse_addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
@@ -318,6 +329,86 @@ fn parse_addr_after(line: &str, marker: &str) -> Option<SocketAddr> {
         .find(|c: char| !(c.is_ascii_hexdigit() || matches!(c, '.' | ':' | '[' | ']')))
         .unwrap_or(rest.len());
     rest[..end].parse().ok()
+}
+
+/// Writes `config` to `config_path`, runs `authgate <cmd> -c config_path` and waits
+/// (with a deadline) for its listening lines.
+fn spawn(
+    config_path: &Path,
+    config: &str,
+    env: &[(String, String)],
+    cmd: &str,
+) -> Result<Spawned, String> {
+    std::fs::write(config_path, config).unwrap();
+    let mut c = Command::new(BIN);
+    c.arg(cmd)
+        .arg("-c")
+        .arg(config_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    c.env("AUTHGATE_LOG", "info");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.spawn().expect("spawn authgate");
+    let stderr = child.stderr.take().unwrap();
+    let logs = Arc::new(Mutex::new(String::new()));
+    let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
+    let l = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(a) = parse_addr_after(&line, "admin listening on ") {
+                let _ = tx.send((true, a));
+            } else if let Some(a) = parse_addr_after(&line, "listening on ") {
+                if !line.contains("demo backend") {
+                    let _ = tx.send((false, a));
+                }
+            }
+            let mut g = l.lock().unwrap();
+            g.push_str(&line);
+            g.push('\n');
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut addr = None;
+    let mut admin = None;
+    let want_admin = config.contains("[admin]");
+    while Instant::now() < deadline && (addr.is_none() || (want_admin && admin.is_none())) {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok((true, a)) => admin = Some(a),
+            Ok((false, a)) => {
+                if addr.is_none() {
+                    addr = Some(a)
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    return Err(format!(
+                        "authgate exited ({status}) before ready:\n{}",
+                        logs.lock().unwrap()
+                    ));
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    let Some(addr) = addr else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(format!(
+            "authgate never printed 'listening on':\n{}",
+            logs.lock().unwrap()
+        ));
+    };
+    Ok(Spawned {
+        child,
+        logs,
+        addr,
+        admin,
+    })
 }
 
 impl Gateway {
@@ -342,79 +433,42 @@ impl Gateway {
         cmd: &str,
     ) -> Result<Gateway, String> {
         let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let mut c = Command::new(BIN);
-        c.arg(cmd)
-            .arg("-c")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        c.env("AUTHGATE_LOG", "info");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        let mut child = c.spawn().expect("spawn authgate");
-        let stderr = child.stderr.take().unwrap();
-        let logs = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel::<(bool, SocketAddr)>();
-        let l = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(a) = parse_addr_after(&line, "admin listening on ") {
-                    let _ = tx.send((true, a));
-                } else if let Some(a) = parse_addr_after(&line, "listening on ") {
-                    if !line.contains("demo backend") {
-                        let _ = tx.send((false, a));
-                    }
-                }
-                let mut g = l.lock().unwrap();
-                g.push_str(&line);
-                g.push('\n');
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut addr = None;
-        let mut admin = None;
-        let want_admin = config.contains("[admin]");
-        while Instant::now() < deadline && (addr.is_none() || (want_admin && admin.is_none())) {
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok((true, a)) => admin = Some(a),
-                Ok((false, a)) => {
-                    if addr.is_none() {
-                        addr = Some(a)
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        let _ = child.wait();
-                        std::thread::sleep(Duration::from_millis(100));
-                        return Err(format!(
-                            "authgate exited ({status}) before ready:\n{}",
-                            logs.lock().unwrap()
-                        ));
-                    }
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        let Some(addr) = addr else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!(
-                "authgate never printed 'listening on':\n{}",
-                logs.lock().unwrap()
-            ));
-        };
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let s = spawn(&config_path, config, &env, cmd)?;
         Ok(Gateway {
-            addr,
-            admin,
+            addr: s.addr,
+            admin: s.admin,
             dir,
             config_path,
-            child: Some(child),
-            logs,
+            child: Some(s.child),
+            logs: s.logs,
+            env,
+            cmd: cmd.to_string(),
         })
+    }
+
+    /// Stops this gateway (SIGTERM, unless it already exited) and starts a new one in
+    /// the same folder with `config`: the store and key files are what the old one left.
+    /// The new process listens on a new port; `logs()` then shows only its lines.
+    pub fn restart(&mut self, config: &str) {
+        if self.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+            self.stop();
+        }
+        let s = spawn(&self.config_path, config, &self.env, &self.cmd)
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.addr = s.addr;
+        self.admin = s.admin;
+        self.child = Some(s.child);
+        self.logs = s.logs;
+    }
+
+    /// SIGKILL (no chance to flush or clean up) and wait for the process to be gone.
+    pub fn kill9(&mut self) -> ExitStatus {
+        self.signal("KILL");
+        self.wait_exit(Duration::from_secs(10))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -532,7 +586,8 @@ pub fn run_cli(config: &Path, args: &[&str], stdin: Option<&str>) -> CliOutput {
     });
     let mut child = c.spawn().unwrap();
     if let Some(s) = stdin {
-        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+        // A command that exits without reading (a usage error) closes the pipe: not our failure.
+        let _ = child.stdin.take().unwrap().write_all(s.as_bytes());
     }
     let out = child.wait_with_output().unwrap();
     CliOutput {
