@@ -213,7 +213,9 @@ async fn serve_conn(
             };
             let svc_app = app.clone();
             let info = Arc::new(crate::edge::ConnInfo::new(peer, true));
-            let svc = service_fn(move |req| crate::edge::serve(svc_app.clone(), info.clone(), req));
+            let svc = service_fn(move |req| {
+                Box::pin(crate::edge::serve(svc_app.clone(), info.clone(), req))
+            });
             let conn = hyper
                 .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                 .into_owned();
@@ -223,7 +225,8 @@ async fn serve_conn(
         }
         None => {
             let info = Arc::new(crate::edge::ConnInfo::new(peer, false));
-            let svc = service_fn(move |req| crate::edge::serve(app.clone(), info.clone(), req));
+            let svc =
+                service_fn(move |req| Box::pin(crate::edge::serve(app.clone(), info.clone(), req)));
             let conn = hyper
                 .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                 .into_owned();
