@@ -3,7 +3,28 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = authgate::cli::Cli::parse();
+    let cli = match authgate::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if e.exit_code() == 0 => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // A usage error is one line too (SPEC §1), without clap's usage block.
+            let text = e.to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:"))
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect();
+            let what = what.join(" ");
+            let what = what.strip_prefix("error: ").unwrap_or(&what);
+            eprintln!("authgate: {what} (see authgate --help)");
+            return ExitCode::from(2);
+        }
+    };
     authgate::install_crypto();
     match authgate::commands::run(cli) {
         Ok(code) => code,

@@ -71,6 +71,8 @@ pub struct Runtime {
     pub limits: Limits,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     pub store: Arc<dyn UserStore>,
+    /// The connection builder with this config's limits and timeouts.
+    pub http: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     /// Metrics (and the log label) per route, then per identity endpoint, then "none".
     pub route_metrics: Vec<RouteMetrics>,
 }
@@ -125,6 +127,7 @@ impl Runtime {
                 .map(|u| Arc::new(UpstreamPool::new(u)))
                 .collect(),
             store,
+            http: Arc::new(crate::server::http_builder(&config)),
             route_metrics,
             config: Arc::new(config),
         })
@@ -162,8 +165,9 @@ impl Runtime {
 pub struct App {
     pub current: ArcSwap<Runtime>,
     pub config_path: PathBuf,
-    pub store: Arc<dyn UserStore>,
     pub tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
+    /// Connection slots (`max_connections`); resized on reload.
+    pub conns: Arc<tokio::sync::Semaphore>,
 }
 
 #[cfg(test)]

@@ -406,3 +406,18 @@ fn failing_commands_print_one_line_on_stderr_and_exit_non_zero() {
     let out = run_cli(&ok, &gen, None);
     assert_one_clean_line("keys generate over an existing file", &out);
 }
+
+#[test]
+fn a_usage_error_is_one_line_on_stderr() {
+    for args in [
+        &["users", "add"][..],
+        &["users", "add", "alice", "hunter2hunter2"][..],
+        &["--bogus"][..],
+    ] {
+        let out = std::process::Command::new(BIN).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("authgate: "), "{err}");
+    }
+}

@@ -393,3 +393,24 @@ async fn active_health_checks_take_a_dead_target_out_before_any_request_fails() 
     }
     assert!(up.requests().iter().any(|r| r.uri == "/health"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_can_switch_the_user_store_and_the_header_limit() {
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let gw = Gateway::start(&cfg);
+    let (_, _) = token_for(&gw, "before").await;
+    let mut next = cfg.clone();
+    next.identity = next
+        .identity
+        .replace("sqlite:data/users.db", "sqlite:data/other.db");
+    next.server.push_str("max_header_bytes = \"2KiB\"\n");
+    assert!(tokio::task::block_in_place(|| gw.reload(&next.render())));
+    // The user lives in the old store only.
+    let r = login(&gw, "before", "correct horse battery").await;
+    assert_eq!(r.status(), 401);
+    assert!(gw.dir.path().join("data/other.db").exists());
+    let big = format!("X-Big: {}", "a".repeat(3000));
+    let r = get(gw.addr, "/public/x", &[&big]);
+    assert_eq!(r.status, 431, "{r:?}");
+}

@@ -19,7 +19,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(match req.uri().path() {
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" => {
-            let store = app.store.clone();
+            let store = app.current.load().store.clone();
             let ping = tokio::task::spawn_blocking(move || store.ping()).await;
             match ping {
                 Ok(Ok(())) => json(StatusCode::OK, &json!({ "status": "ok" })),

@@ -24,7 +24,7 @@ use crate::state::{App, Runtime};
 pub struct ServeError(pub String);
 
 /// One shared hyper builder, every limit set explicitly.
-fn builder(c: &Config) -> auto::Builder<TokioExecutor> {
+pub fn http_builder(c: &Config) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         // Without a timer hyper's header_read_timeout is silently inactive.
@@ -52,13 +52,12 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|e| ServeError(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Runs the gateway until SIGTERM/SIGINT; `on_ready` runs once every listener is bound.
+/// Runs the gateway until SIGTERM/SIGINT.
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
     let store =
         crate::store::open(&config.identity.store).map_err(|e| ServeError(e.to_string()))?;
     let tls = tls::acceptor(&config).map_err(ServeError)?;
-    let build_store = store.clone();
-    let rt = tokio::task::spawn_blocking(move || Runtime::build(config, build_store))
+    let rt = tokio::task::spawn_blocking(move || Runtime::build(config, store))
         .await
         .map_err(|e| ServeError(e.to_string()))?
         .map_err(|e| ServeError(e.to_string()))?;
@@ -67,8 +66,8 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     let app = Arc::new(App {
         current: ArcSwap::from_pointee(rt),
         config_path,
-        store,
         tls: ArcSwap::from_pointee(tls),
+        conns: Arc::new(Semaphore::new(config.server.max_connections)),
     });
 
     // Handlers go in before the ready line: a SIGHUP sent the moment we say we are
@@ -104,15 +103,11 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
 
     let graceful = Arc::new(GracefulShutdown::new());
     let (stop_tx, stop_rx) = watch::channel(false);
-    let conns = Arc::new(Semaphore::new(config.server.max_connections));
-    let hyper = Arc::new(builder(&config));
     let mut loops = Vec::new();
     for l in listeners {
         loops.push(tokio::spawn(accept_loop(
             l,
             app.clone(),
-            hyper.clone(),
-            conns.clone(),
             graceful.clone(),
             stop_rx.clone(),
         )));
@@ -158,15 +153,13 @@ fn spawn_pruner(app: Arc<App>) {
 async fn accept_loop(
     listener: TcpListener,
     app: Arc<App>,
-    hyper: Arc<auto::Builder<TokioExecutor>>,
-    conns: Arc<Semaphore>,
     graceful: Arc<GracefulShutdown>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
         // At max_connections new connections wait unaccepted (SPEC §8).
         let permit = tokio::select! {
-            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            p = app.conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
         let (stream, peer) = tokio::select! {
@@ -182,7 +175,8 @@ async fn accept_loop(
             _ = stop.changed() => return,
         };
         let app = app.clone();
-        let hyper = hyper.clone();
+        // The builder of the config in force when the connection arrives (reloadable).
+        let hyper = app.current.load().http.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             serve_conn(stream, peer, app, hyper, watcher).await;
@@ -272,11 +266,16 @@ async fn wait_for_stop(mut s: Signals, app: &Arc<App>, bound: &[SocketAddr]) {
 pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
     let path = app.config_path.clone();
-    let store = app.store.clone();
     let old = app.current.load_full();
+    let (old_store, old_url) = (old.store.clone(), old.config.identity.store.clone());
     let built = tokio::task::spawn_blocking(move || {
         let cfg = Config::load_file(&path).map_err(|e| e.to_string())?;
         let tls = tls::acceptor(&cfg)?;
+        let store = if cfg.identity.store == old_url {
+            old_store
+        } else {
+            crate::store::open(&cfg.identity.store).map_err(|e| format!("identity.store: {e}"))?
+        };
         let rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
         Ok::<_, String>((rt, tls))
     })
@@ -294,10 +293,29 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
                 tracing::warn!("admin.listen changed: needs a restart");
             }
             if c.identity.store != old.config.identity.store {
-                tracing::warn!("identity.store changed: needs a restart; keeping the old store");
+                tracing::info!("identity.store changed: new requests use the new store");
             }
-            if c.server.max_connections != old.config.server.max_connections {
-                tracing::warn!("server.max_connections changed: needs a restart");
+            let (new_max, old_max) = (c.server.max_connections, old.config.server.max_connections);
+            if new_max > old_max {
+                app.conns.add_permits(new_max - old_max);
+            } else if new_max < old_max {
+                // Slots in use are given back as their connections close.
+                let freed = app.conns.forget_permits(old_max - new_max);
+                if freed < old_max - new_max {
+                    let conns = app.conns.clone();
+                    let mut left = old_max - new_max - freed;
+                    tokio::spawn(async move {
+                        while left > 0 {
+                            match conns.acquire().await {
+                                Ok(p) => {
+                                    p.forget();
+                                    left -= 1;
+                                }
+                                Err(_) => return,
+                            }
+                        }
+                    });
+                }
             }
             rt.start_background();
             app.current.store(Arc::new(rt));
