@@ -315,3 +315,42 @@ async fn a_public_route_forwards_without_looking_at_tokens() {
     }
     assert_eq!(up.count(), 3);
 }
+
+#[tokio::test]
+async fn a_cached_token_stops_working_when_it_expires() {
+    authgate::install_crypto();
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.tokens.push_str("leeway = \"0s\"\n");
+    let gw = Gateway::start(&cfg);
+    let signer = Signer::of_gateway(&gw, jsonwebtoken::Algorithm::EdDSA);
+    let mut claims = good_claims("shortlived", &[]);
+    claims["exp"] = serde_json::json!(now() + 2);
+    let token = signer.token(&claims);
+    // First use verifies and caches it; the second is a cache hit.
+    for _ in 0..2 {
+        let r = client()
+            .get(gw.url("/protected"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    // Wait on the wall clock past exp (not a synchronisation sleep).
+    let deadline = now() + 4;
+    while now() <= deadline - 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let r = client()
+        .get(gw.url("/protected"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("expired"));
+}

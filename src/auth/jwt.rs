@@ -157,7 +157,7 @@ impl Verifier {
             }
         }
         let v = Arc::new(self.verify_uncached(token, now)?);
-        self.cache.insert(token, v.clone(), v.exp + self.leeway);
+        self.cache.insert(token, v.clone());
         Ok(v)
     }
 
