@@ -53,7 +53,7 @@ fn serve(path: &Path, format: crate::logging::LogFormat, demo: bool) -> anyhow::
         .thread_name("authgate")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         if demo {
             let target = config
                 .upstreams
@@ -79,7 +79,9 @@ fn serve(path: &Path, format: crate::logging::LogFormat, demo: bool) -> anyhow::
             }
         }
         crate::server::run(path.to_path_buf(), config).await.map_err(|e| anyhow!(e))
-    })?;
+    });
+    crate::logging::flush();
+    result?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -339,7 +339,7 @@ async fn a_cached_token_stops_working_when_it_expires() {
     }
     // Wait on the wall clock past exp (not a synchronisation sleep).
     let deadline = now() + 4;
-    while now() <= deadline - 1 {
+    while now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     let r = client()
