@@ -414,3 +414,72 @@ async fn a_reload_can_switch_the_user_store_and_the_header_limit() {
     let r = get(gw.addr, "/public/x", &[&big]);
     assert_eq!(r.status, 431, "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identity_headers_sent_over_http2_never_reach_the_upstream() {
+    authgate::install_crypto();
+    let up = Upstream::start();
+    let ca = self_signed();
+    let dir = TempDir::new("tls-h2");
+    std::fs::write(dir.path().join("cert.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &ca.key_pem).unwrap();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.server
+        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
+    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    let base = format!("https://localhost:{}", gw.addr.port());
+    let c = tls_client(&ca, gw.addr, true);
+    let body = serde_json::json!({"username": "h2user", "password": "correct horse battery"});
+    assert_eq!(
+        c.post(format!("{base}/register"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let login: serde_json::Value = c
+        .post(format!("{base}/login"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["access_token"].as_str().unwrap();
+    for path in ["/public/h2", "/optional/h2"] {
+        let r = c
+            .get(format!("{base}{path}"))
+            .header("x-user", "admin")
+            .header("x_user", "admin")
+            .header("x-user-roles", "admin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let seen = up.last();
+        assert!(
+            seen.header("x-user").is_none()
+                && seen.header("x_user").is_none()
+                && seen.header("x-user-roles").is_none(),
+            "{path}: {:?}",
+            seen.headers
+        );
+        assert_eq!(
+            seen.header("host").as_deref(),
+            Some(&format!("localhost:{}", gw.addr.port())[..])
+        );
+    }
+    let r = c
+        .get(format!("{base}/protected/h2"))
+        .bearer_auth(token)
+        .header("x-user", "admin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header_all("x-user"), vec!["h2user".to_string()]);
+}
