@@ -2,7 +2,7 @@
 //! token seen again costs a lookup instead of a signature check. It lives in the
 //! config snapshot, so a reload (new keys) starts it empty.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -31,53 +31,69 @@ impl Hasher for TailHasher {
     }
 }
 
-type Map = HashMap<Box<str>, Arc<Verified>, BuildHasherDefault<TailHasher>>;
+type Map = HashMap<Arc<str>, Arc<Verified>, BuildHasherDefault<TailHasher>>;
+
+/// One shard: the entries, and their keys in insertion order for eviction.
+#[derive(Default)]
+struct Shard {
+    map: Map,
+    order: VecDeque<Arc<str>>,
+}
 
 pub struct TokenCache {
-    shards: Vec<Mutex<Map>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
 }
 
 impl TokenCache {
     pub fn new(capacity: usize) -> TokenCache {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
         }
     }
 
-    fn shard(&self, token: &str) -> &Mutex<Map> {
+    fn shard(&self, token: &str) -> &Mutex<Shard> {
         // The signature's last byte is as good as random; no second hash needed.
         let b = token.as_bytes().last().copied().unwrap_or(0) as usize;
         &self.shards[b % SHARDS]
     }
 
     pub fn get(&self, token: &str) -> Option<Arc<Verified>> {
-        let map = self.shard(token).lock().ok()?;
-        map.get(token).cloned()
+        let shard = self.shard(token).lock().ok()?;
+        shard.map.get(token).cloned()
     }
 
     pub fn insert(&self, token: &str, value: Arc<Verified>) {
-        let Ok(mut map) = self.shard(token).lock() else {
+        let Ok(mut shard) = self.shard(token).lock() else {
             return;
         };
-        if map.len() >= self.per_shard && !map.contains_key(token) {
-            // Full: evict one arbitrary entry, O(1). (Clearing the shard made a working
-            // set larger than the cache drop a thousand entries at a time; sweeping for
-            // expired ones on every insert is O(n).) Expired entries are never served:
-            // the verifier re-checks exp on every hit.
-            if let Some(k) = map.keys().next().cloned() {
-                map.remove(&k);
+        let shard = &mut *shard;
+        if let Some(v) = shard.map.get_mut(token) {
+            *v = value;
+            return;
+        }
+        // Full: the oldest entry goes (FIFO). O(1), unlike sweeping for expired
+        // entries; expired ones are never served anyway, since the verifier re-checks
+        // exp on every hit.
+        while shard.map.len() >= self.per_shard {
+            match shard.order.pop_front() {
+                Some(old) => {
+                    shard.map.remove(&old);
+                }
+                None => break,
             }
         }
-        map.insert(token.into(), value);
+        let key: Arc<str> = Arc::from(token);
+        shard.order.push_back(key.clone());
+        shard.map.insert(key, value);
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().map(|m| m.len()).unwrap_or(0))
+            .map(|s| s.lock().map(|m| m.map.len()).unwrap_or(0))
             .sum()
     }
 }
@@ -105,6 +121,12 @@ mod tests {
         assert!(c.len() <= 64, "{}", c.len());
         c.insert("x", v());
         assert!(c.get("x").is_some());
+        // The newest entries survive: eviction is oldest first.
+        for i in 0..60 {
+            c.insert(&format!("late-{i}"), v());
+        }
+        assert!(c.get("late-59").is_some());
+        assert!(c.get("token-0").is_none());
         assert!(c.get("y").is_none());
     }
 }
