@@ -17,10 +17,13 @@ pub enum PoolError {
     Failed(String),
 }
 
+type Job = Box<dyn FnOnce() + Send>;
+
 pub struct PasswordPool {
     params: HashParams,
     admit: Arc<Semaphore>,
-    run: Arc<Semaphore>,
+    /// Jobs for the hashing threads; dropping the pool ends them.
+    jobs: std::sync::mpsc::Sender<Job>,
     /// A real hash of a random password: unknown users are verified against it,
     /// so a login for a missing user costs the same time as for a real one.
     dummy: String,
@@ -67,6 +70,28 @@ pub fn needs_rehash(p: HashParams, phc: &str) -> bool {
     }
 }
 
+/// Hashing threads run at nice 10 (SCHED_BATCH): a login flood uses the CPU that
+/// proxied requests leave, instead of taking it from them. Best effort: a sandbox
+/// that forbids it leaves the default priority.
+fn lower_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    };
+    // Crossplatform 22 of 0..=99 maps to niceness 10 on Linux.
+    let Ok(value) = ThreadPriorityValue::try_from(22u8) else {
+        return;
+    };
+    let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    if let Err(e) = set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        policy,
+    ) {
+        tracing::debug!(error = ?e, "could not lower the hashing threads' priority");
+    }
+}
+
 impl PasswordPool {
     pub fn new(
         params: HashParams,
@@ -74,10 +99,31 @@ impl PasswordPool {
         queue: usize,
     ) -> Result<PasswordPool, PoolError> {
         let dummy = hash_now(params, &crate::ids::uuid_v4())?;
+        let (jobs, rx) = std::sync::mpsc::channel::<Job>();
+        let rx = Arc::new(std::sync::Mutex::new(rx));
+        for i in 0..concurrency.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("authgate-hash-{i}"))
+                .spawn(move || {
+                    lower_priority();
+                    loop {
+                        let job = match rx.lock() {
+                            Ok(r) => r.recv(),
+                            Err(_) => return,
+                        };
+                        match job {
+                            Ok(job) => job(),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|e| PoolError::Failed(format!("cannot start a hashing thread: {e}")))?;
+        }
         Ok(PasswordPool {
             params,
             admit: Arc::new(Semaphore::new(concurrency + queue)),
-            run: Arc::new(Semaphore::new(concurrency)),
+            jobs,
             dummy,
         })
     }
@@ -95,15 +141,14 @@ impl PasswordPool {
             .clone()
             .try_acquire_owned()
             .map_err(|_| PoolError::Full)?;
-        let _running = self
-            .run
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| PoolError::Full)?;
-        tokio::task::spawn_blocking(f)
-            .await
-            .map_err(|e| PoolError::Failed(e.to_string()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| PoolError::Failed("the hashing threads are gone".into()))?;
+        rx.await
+            .map_err(|_| PoolError::Failed("a hashing thread died".into()))
     }
 
     pub async fn hash(&self, password: String) -> Result<String, PoolError> {
@@ -146,6 +191,24 @@ mod tests {
             &h
         ));
         assert!(needs_rehash(FAST, "garbage"));
+    }
+
+    #[tokio::test]
+    async fn hashing_threads_run_below_normal_priority() {
+        let pool = PasswordPool::new(FAST, 1, 1).unwrap();
+        let stat = pool
+            .run(|| std::fs::read_to_string("/proc/thread-self/stat"))
+            .await
+            .unwrap()
+            .unwrap();
+        // Fields after the command's ')' start at field 3 (state); nice is field 19.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        assert_eq!(fields[16], "10", "{stat}");
     }
 
     #[tokio::test]
