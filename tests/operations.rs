@@ -306,6 +306,20 @@ fn self_signed() -> TestCa {
     }
 }
 
+/// A gateway serving HTTPS with a fresh self-signed certificate for "localhost".
+fn tls_gateway(up: &Upstream) -> (Gateway, TestCa, Cfg) {
+    authgate::install_crypto();
+    let ca = self_signed();
+    let dir = TempDir::new("tls");
+    std::fs::write(dir.path().join("cert.pem"), &ca.cert_pem).unwrap();
+    std::fs::write(dir.path().join("key.pem"), &ca.key_pem).unwrap();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.server
+        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
+    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    (gw, ca, cfg)
+}
+
 fn tls_client(ca: &TestCa, addr: std::net::SocketAddr, h2: bool) -> reqwest::Client {
     let b = reqwest::Client::builder()
         .no_proxy()
@@ -317,16 +331,8 @@ fn tls_client(ca: &TestCa, addr: std::net::SocketAddr, h2: bool) -> reqwest::Cli
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_serves_http1_and_http2_and_rereads_the_certificate_on_reload() {
-    authgate::install_crypto();
     let up = Upstream::start();
-    let ca = self_signed();
-    let dir = TempDir::new("tls");
-    std::fs::write(dir.path().join("cert.pem"), &ca.cert_pem).unwrap();
-    std::fs::write(dir.path().join("key.pem"), &ca.key_pem).unwrap();
-    let mut cfg = Cfg::new(up.addr);
-    cfg.server
-        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
-    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    let (gw, ca, cfg) = tls_gateway(&up);
     let url = format!("https://localhost:{}/public/tls", gw.addr.port());
 
     let r = tls_client(&ca, gw.addr, false)
@@ -417,16 +423,8 @@ async fn a_reload_can_switch_the_user_store_and_the_header_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identity_headers_sent_over_http2_never_reach_the_upstream() {
-    authgate::install_crypto();
     let up = Upstream::start();
-    let ca = self_signed();
-    let dir = TempDir::new("tls-h2");
-    std::fs::write(dir.path().join("cert.pem"), &ca.cert_pem).unwrap();
-    std::fs::write(dir.path().join("key.pem"), &ca.key_pem).unwrap();
-    let mut cfg = Cfg::new(up.addr);
-    cfg.server
-        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
-    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    let (gw, ca, _) = tls_gateway(&up);
     let base = format!("https://localhost:{}", gw.addr.port());
     let c = tls_client(&ca, gw.addr, true);
     let body = serde_json::json!({"username": "h2user", "password": "correct horse battery"});
