@@ -374,7 +374,7 @@ fn spawn(
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut addr = None;
     let mut admin = None;
-    let want_admin = config.contains("[admin]");
+    let want_admin = config.lines().any(|l| l.trim() == "[admin]");
     while Instant::now() < deadline && (addr.is_none() || (want_admin && admin.is_none())) {
         match rx.recv_timeout(Duration::from_millis(100)) {
             Ok((true, a)) => admin = Some(a),
