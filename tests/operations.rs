@@ -481,3 +481,38 @@ async fn identity_headers_sent_over_http2_never_reach_the_upstream() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().header_all("x-user"), vec!["h2user".to_string()]);
 }
+
+#[test]
+fn at_max_connections_a_new_connection_waits_until_one_closes() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.server.push_str("max_connections = 1\n");
+    let gw = Gateway::start(&cfg);
+    let request = b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+    // A: served, then held open (keep-alive): it owns the only slot.
+    let mut a = std::net::TcpStream::connect(gw.addr).unwrap();
+    a.write_all(request).unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = a.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // B: the kernel accepts the TCP handshake, the gateway does not take it yet.
+    let mut b = std::net::TcpStream::connect(gw.addr).unwrap();
+    b.write_all(request).unwrap();
+    b.set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let waited = b.read(&mut buf);
+    assert!(
+        matches!(&waited, Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)),
+        "B was answered while A held the only slot: {waited:?}"
+    );
+    drop(a);
+    b.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let n = b.read(&mut buf).unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "B after A closed"
+    );
+    assert_eq!(up.count(), 2);
+}
