@@ -129,22 +129,7 @@ impl HeaderRules {
             }
             return;
         }
-        let named: Vec<HeaderName> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !undroppable(n.as_str()))
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
-        for n in HOP_BY_HOP {
-            h.remove(n);
-        }
-        h.remove(&KEEP_ALIVE);
-        h.remove(&PROXY_CONNECTION);
+        remove_hop_by_hop(h, |n| undroppable(n.as_str()));
         // Identity headers: strip every spelling the client might use.
         let spoofed: Vec<HeaderName> = h
             .keys()
@@ -244,25 +229,31 @@ pub fn clean_response(h: &mut HeaderMap, websocket: bool) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
+    // A 101 answer to a WebSocket handshake keeps its Connection/Upgrade pair.
+    remove_hop_by_hop(h, |n| {
+        websocket && (n == header::CONNECTION || n == header::UPGRADE)
+    });
+}
+
+/// Removes the headers named in `Connection`, then the hop-by-hop ones (RFC 9110
+/// §7.6.1), sparing those `keep` says to keep. One mechanism for both directions.
+fn remove_hop_by_hop(h: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .filter(|n| !(websocket && (n == header::UPGRADE)))
+        .filter(|n| !keep(n))
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        if websocket && (n == header::CONNECTION || n == header::UPGRADE) {
-            continue;
+    for n in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION]) {
+        if !keep(n) {
+            h.remove(n);
         }
-        h.remove(n);
     }
-    h.remove(&KEEP_ALIVE);
-    h.remove(&PROXY_CONNECTION);
 }
 
 #[cfg(test)]
