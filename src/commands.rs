@@ -554,16 +554,7 @@ fn explain(
         .map(String::from),
     );
     println!("injects   {}", injected.join(", "));
-    let fwd_path = if route.strip_prefix && route.path != "/" {
-        let rest = &canon[route.path.len()..];
-        if rest.is_empty() {
-            "/".to_string()
-        } else {
-            rest.to_string()
-        }
-    } else {
-        canon.clone()
-    };
+    let fwd_path = route.forwarded_path(canon.clone());
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
     for t in &up.targets {
         println!("forwards  {method} http://{t}{fwd_path}{q}");

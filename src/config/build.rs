@@ -1040,6 +1040,17 @@ upstream = "ap"
     }
 
     #[test]
+    fn strip_prefix_forwards_the_rest_of_the_path() {
+        let text = format!("{MINIMAL}strip_prefix = true\n");
+        let r = &load(&text).unwrap().routes[0];
+        assert_eq!(r.forwarded_path("/protected/a/b".into()), "/a/b");
+        assert_eq!(r.forwarded_path("/protected".into()), "/");
+        assert_eq!(r.forwarded_path("/protected/".into()), "/");
+        let plain = &load(MINIMAL).unwrap().routes[0];
+        assert_eq!(plain.forwarded_path("/protected/a".into()), "/protected/a");
+    }
+
+    #[test]
     fn targets_must_be_plain_http() {
         assert_eq!(target("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
         assert_eq!(target("http://app.internal").unwrap(), "app.internal:80");

@@ -224,6 +224,20 @@ pub struct Route {
     pub strip_prefix: bool,
 }
 
+impl Route {
+    /// The path sent upstream for a canonical request path this route matched:
+    /// with `strip_prefix`, the part after the route's prefix (at least `/`).
+    pub fn forwarded_path(&self, canonical: String) -> String {
+        if !self.strip_prefix || self.path == "/" {
+            return canonical;
+        }
+        match canonical.get(self.path.len()..) {
+            Some(rest) if !rest.is_empty() => rest.to_string(),
+            _ => "/".to_string(),
+        }
+    }
+}
+
 impl Config {
     /// Parses and validates config text; `origin` names it in messages and
     /// `base_dir` anchors relative paths.

@@ -226,16 +226,7 @@ async fn dispatch(
     trace.route = Some(RouteRef::Route(idx));
     let identity = authorize(rt, route, req.headers())?;
     trace.user = identity.as_ref().map(|v| v.sub.clone());
-    let forwarded_path = if route.strip_prefix && route.path != "/" {
-        let rest = &path[route.path.len()..];
-        if rest.is_empty() {
-            "/".to_string()
-        } else {
-            rest.to_string()
-        }
-    } else {
-        path
-    };
+    let forwarded_path = route.forwarded_path(path);
     let path_and_query = match req.uri().query() {
         Some(q) => {
             let mut pq = forwarded_path;
