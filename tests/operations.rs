@@ -105,14 +105,7 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
     );
     let r = client().get(gw.url("/public/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&gw).await;
     assert!(
         m.contains("authgate_config_reloads_total{outcome=\"failure\"} 1"),
         "{m}"
@@ -125,6 +118,17 @@ async fn an_invalid_config_is_refused_and_the_old_one_keeps_serving() {
     assert!(gw.logs().contains("needs a restart"), "{}", gw.logs());
     let r = client().get(gw.url("/public/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+async fn metrics_text(gw: &Gateway) -> String {
+    client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 fn metric(text: &str, series: &str) -> f64 {
@@ -150,14 +154,7 @@ async fn admin_listener_answers_health_readiness_and_moving_metrics() {
             serde_json::json!({"status": "ok"})
         );
     }
-    let before = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let before = metrics_text(&gw).await;
     let (token, _) = token_for(&gw, "metrics-user").await;
     for _ in 0..3 {
         assert_eq!(
@@ -187,14 +184,7 @@ async fn admin_listener_answers_health_readiness_and_moving_metrics() {
             .status(),
         200
     );
-    let after = c
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let after = metrics_text(&gw).await;
     let s = "authgate_requests_total{route=\"/public\",status=\"200\"}";
     assert_eq!(metric(&after, s) - metric(&before, s), 3.0, "{after}");
     assert_eq!(
@@ -236,14 +226,7 @@ async fn upstream_errors_are_counted_by_kind() {
     let gw = Gateway::start(&cfg);
     let r = client().get(gw.url("/public/x")).send().await.unwrap();
     assert_eq!(r.status(), 502);
-    let m = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = metrics_text(&gw).await;
     assert_eq!(
         metric(
             &m,
@@ -515,4 +498,34 @@ fn at_max_connections_a_new_connection_waits_until_one_closes() {
         "B after A closed"
     );
     assert_eq!(up.count(), 2);
+}
+
+#[test]
+fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.server.push_str("header_read_timeout = \"1s\"\n");
+    let gw = Gateway::start(&cfg);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    // Slowloris: the head never ends.
+    s.write_all(b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Slow: 1\r\n")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let closed = s.read_to_end(&mut buf);
+    let waited = started.elapsed();
+    assert!(closed.is_ok(), "the connection was not closed: {closed:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "closed only after {waited:?}"
+    );
+    // Nothing but (at most) an error status was written, and nothing was forwarded.
+    assert!(
+        buf.is_empty() || buf.starts_with(b"HTTP/1.1 4"),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert_eq!(up.count(), 0);
 }
