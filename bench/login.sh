@@ -25,37 +25,14 @@ if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
 fi
 [ -n "${AUTHGATE_BIN:-}" ] || { log "building authgate (release)"; (cd "$REPO" && cargo build --release --quiet); }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); GW=$(free_port)
-sed -e "s#@NAME@#up#g; s#@RUN@#$DIR#g; s#@PORT@#$UP#g; s#@WORKERS@#1#g" "$BENCH/nginx-upstream.conf.in" > "$DIR/up.conf"
-mkdir -p "$DIR/up-tmp"
-nginx -c "$DIR/up.conf" -g 'daemon off;' >/dev/null 2>&1 & PIDS+=($!)
-cat > "$DIR/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:$GW"]
-header_read_timeout = "300s"
-idle_timeout = "300s"
-[identity]
-store = "sqlite:data/users.db"
-[rate_limit]
-login_per_ip = "off"
-login_per_user = "off"
-register_per_ip = "off"
-[tokens]
-access_ttl = "1h"
-[[upstream]]
-name = "app"
-targets = ["http://127.0.0.1:$UP"]
-[[route]]
-path = "/protected"
-upstream = "app"
-TOML
+. "$BENCH/lib.sh"
+start_upstream "$DIR"
+write_gateway_config "$DIR/gateway.toml" "$UP"
 AUTHGATE_LOG=warn "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)
-for _ in $(seq 100); do grep -q "listening on" "$DIR/ag.log" 2>/dev/null && break; sleep 0.1; done
-URL="http://127.0.0.1:$GW"
+wait_ready "$DIR/ag.log"
+URL="http://127.0.0.1:$PORT"
 BODY='{"username":"flood","password":"flood-password-1"}'
-curl -sf -o /dev/null -X POST "$URL/register" -H 'Content-Type: application/json' -d "$BODY"
-TOKEN=$(curl -sf -X POST "$URL/login" -H 'Content-Type: application/json' -d "$BODY" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+TOKEN=$(login_token "$URL" "$BODY")
 CORES=$(nproc)
 
 log "1/3 single-login time (15 sequential logins)"

@@ -21,42 +21,13 @@ trap cleanup EXIT
 for t in nginx wrk valgrind callgrind_control; do command -v "$t" >/dev/null || { echo "profile.sh: needs $t" >&2; exit 2; }; done
 [ -x "$AG" ] || (cd "$REPO" && cargo build --release --quiet)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port)
-sed -e "s#@NAME@#up#g; s#@RUN@#$DIR#g; s#@PORT@#$UP#g; s#@WORKERS@#1#g" "$BENCH/nginx-upstream.conf.in" > "$DIR/up.conf"
-mkdir -p "$DIR/up-tmp"
-nginx -c "$DIR/up.conf" -g 'daemon off;' 2>"$DIR/up.log" & PIDS+=($!)
-
-cat > "$DIR/gateway.toml" <<TOML
-[server]
-listen = ["127.0.0.1:0"]
-[identity]
-store = "sqlite:data/users.db"
-[rate_limit]
-login_per_ip = "off"
-login_per_user = "off"
-register_per_ip = "off"
-[tokens]
-access_ttl = "1h"
-[[upstream]]
-name = "app"
-targets = ["http://127.0.0.1:$UP"]
-[[route]]
-path = "/public"
-upstream = "app"
-auth = "public"
-[[route]]
-path = "/protected"
-upstream = "app"
-TOML
+. "$BENCH/lib.sh"
+start_upstream "$DIR"
+write_gateway_config "$DIR/gateway.toml" "$UP"
 AUTHGATE_LOG=${AUTHGATE_LOG:-info} TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
     "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)
-for _ in $(seq 600); do grep -q "listening on" "$DIR/ag.log" 2>/dev/null && break; sleep 0.1; done
-PORT=$(grep -o 'listening on 127.0.0.1:[0-9]*' "$DIR/ag.log" | head -1 | sed 's/.*://')
-[ -n "$PORT" ] || { cat "$DIR/ag.log"; exit 1; }
-body='{"username":"profiler","password":"profile-password"}'
-curl -s -o /dev/null -X POST "http://127.0.0.1:$PORT/register" -H 'Content-Type: application/json' -d "$body"
-TOKEN=$(curl -s -X POST "http://127.0.0.1:$PORT/login" -H 'Content-Type: application/json' -d "$body" | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+wait_ready "$DIR/ag.log" 600
+TOKEN=$(login_token "http://127.0.0.1:$PORT" '{"username":"profiler","password":"profile-password"}')
 if [ "$CASE" = public ]; then URL=/public/x; HDR=(); else URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); fi
 curl -s -o /dev/null "${HDR[@]}" "http://127.0.0.1:$PORT$URL"   # warm: pool, token cache
 callgrind_control -z >/dev/null
