@@ -329,13 +329,7 @@ async fn a_cached_token_stops_working_when_it_expires() {
     let token = signer.token(&claims);
     // First use verifies and caches it; the second is a cache hit.
     for _ in 0..2 {
-        let r = client()
-            .get(gw.url("/protected"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!(bearer_status(&gw, "/protected", &token).await, 200);
     }
     // Wait on the wall clock past exp (not a synchronisation sleep).
     let deadline = now() + 4;

@@ -136,17 +136,6 @@ async fn jwks(gw: &Gateway) -> Value {
     a.json()
 }
 
-async fn protected(gw: &Gateway, path: &str, token: &str) -> u16 {
-    client()
-        .get(gw.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 /// Makes one more request and waits for its access-log line: every earlier line is in.
 fn sync_logs(gw: &Gateway) {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -658,7 +647,7 @@ async fn login_answers_the_token_pair() {
     let (access, refresh_token) = assert_token_pair(&a);
     // RFC 6749 §5.1: token responses are not cached.
     assert_eq!(a.header("cache-control"), Some("no-store"));
-    assert_eq!(protected(&gw, "/protected/x", &access).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected/x", &access).await, 200);
     assert_eq!(up.last().header("x-user").as_deref(), Some("alice"));
     assert_logs_free_of(&gw, &[PW, &access, &refresh_token]);
 }
@@ -693,7 +682,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_spent() {
     assert_ne!(r1, r2);
     assert_ne!(a1, a2);
     assert_eq!(jwt_claims(&a2)["sub"], "alice");
-    assert_eq!(protected(&gw, "/protected", &a2).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &a2).await, 200);
     // r1 is spent.
     assert_error(&refresh(&gw, &r1).await, 401, "invalid_grant");
     // Unknown tokens too.
@@ -946,7 +935,7 @@ async fn hs256_publishes_an_empty_jwks() {
     let h = jwt_header(&token);
     assert_eq!(h["alg"], "HS256");
     assert!(h["kid"].as_str().is_some_and(|k| !k.is_empty()));
-    assert_eq!(protected(&gw, "/protected", &token).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &token).await, 200);
     assert_logs_free_of(&gw, &[PW, &token, "0123456789abcdef0123456789abcdef-hs256"]);
 }
 
@@ -972,7 +961,7 @@ async fn users_roles_and_keys_survive_a_restart_and_old_tokens_still_verify() {
         key_file
     );
     // A token from before the restart still opens the door.
-    assert_eq!(protected(&gw, "/admin/x", &access).await, 200);
+    assert_eq!(bearer_status(&gw, "/admin/x", &access).await, 200);
     assert_eq!(up.last().header("x-user").as_deref(), Some("alice"));
     assert_eq!(
         up.last().header("x-user-roles").as_deref(),
@@ -1143,7 +1132,7 @@ async fn extra_members_in_the_register_body_grant_nothing() {
     let c = jwt_claims(&token);
     assert_eq!(c["roles"], json!([]));
     assert_eq!(c["sub"], "mallory");
-    assert_eq!(protected(&gw, "/admin", &token).await, 403);
+    assert_eq!(bearer_status(&gw, "/admin", &token).await, 403);
 }
 
 #[tokio::test]
@@ -1325,15 +1314,15 @@ async fn previous_keys_stay_in_the_jwks_and_keep_verifying_after_rotation() {
     }
     verify_with_jwks(&doc, &old_token, jsonwebtoken::Algorithm::EdDSA);
     verify_with_jwks(&doc, &new_token, jsonwebtoken::Algorithm::EdDSA);
-    assert_eq!(protected(&gw, "/protected", &old_token).await, 200);
-    assert_eq!(protected(&gw, "/protected", &new_token).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &old_token).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &new_token).await, 200);
 
     // Once the old key is dropped, its tokens stop working and it leaves the JWKS.
     cfg.tokens = "algorithm = \"EdDSA\"\nsigning_key = \"file:keys/new.pem\"\n".into();
     gw.restart(&cfg.render());
     assert_eq!(jwks(&gw).await["keys"].as_array().unwrap().len(), 1);
-    assert_eq!(protected(&gw, "/protected", &old_token).await, 401);
-    assert_eq!(protected(&gw, "/protected", &new_token).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &old_token).await, 401);
+    assert_eq!(bearer_status(&gw, "/protected", &new_token).await, 200);
 }
 
 #[tokio::test]
@@ -1426,7 +1415,7 @@ async fn access_and_refresh_tokens_are_not_interchangeable() {
     assert_error(&refresh(&gw, &access).await, 401, "invalid_grant");
     assert_error(&logout(&gw, &access).await, 401, "invalid_grant");
     // Both still work for what they are.
-    assert_eq!(protected(&gw, "/protected", &access).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &access).await, 200);
     assert_token_pair(&refresh(&gw, &refresh_token).await);
     assert_eq!(up.count(), 1);
 }

@@ -58,17 +58,6 @@ fn roles_of(token: &str) -> Value {
     serde_json::from_slice::<Value>(&bytes).unwrap()["roles"].clone()
 }
 
-async fn get_with(gw: &Gateway, path: &str, token: &str) -> u16 {
-    client()
-        .get(gw.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 fn ok(out: &CliOutput) {
     assert_eq!(
         out.code, 0,
@@ -134,7 +123,7 @@ async fn users_add_reads_the_password_from_stdin_while_the_gateway_runs() {
     assert!(!out.stdout.contains(PW) && !out.stderr.contains(PW));
     let (access, _) = log_in(&gw, "bob", PW).await.expect("bob logs in");
     assert_eq!(roles_of(&access), json!(["a", "b"]));
-    assert_eq!(get_with(&gw, "/protected", &access).await, 200);
+    assert_eq!(bearer_status(&gw, "/protected", &access).await, 200);
     assert_eq!(up.last().header("x-user").as_deref(), Some("bob"));
     assert_eq!(up.last().header("x-user-roles").as_deref(), Some("a,b"));
     // A CRLF line end is not part of the password.
@@ -178,18 +167,18 @@ async fn set_roles_apply_to_tokens_issued_afterwards() {
     assert_eq!(reg(&gw, "alice", PW).await, 201);
     let (t0, r0) = log_in(&gw, "alice", PW).await.unwrap();
     assert_eq!(roles_of(&t0), json!([]));
-    assert_eq!(get_with(&gw, "/admin", &t0).await, 403);
+    assert_eq!(bearer_status(&gw, "/admin", &t0).await, 403);
 
     ok(&gw.cli(&["users", "set-roles", "ALICE", "admin,ops"], None));
     assert_eq!(list(&gw)[0].1, "admin,ops");
     // Tokens already issued are what they are.
-    assert_eq!(get_with(&gw, "/admin", &t0).await, 403);
+    assert_eq!(bearer_status(&gw, "/admin", &t0).await, 403);
     // A refresh picks the new roles up ...
     let (s, v) = refresh(&gw, &r0).await;
     assert_eq!(s, 200, "{v}");
     let t1 = v["access_token"].as_str().unwrap();
     assert_eq!(roles_of(t1), json!(["admin", "ops"]));
-    assert_eq!(get_with(&gw, "/admin/x", t1).await, 200);
+    assert_eq!(bearer_status(&gw, "/admin/x", t1).await, 200);
     assert_eq!(
         up.last().header("x-user-roles").as_deref(),
         Some("admin,ops")
@@ -203,7 +192,7 @@ async fn set_roles_apply_to_tokens_issued_afterwards() {
     assert_eq!(list(&gw)[0].1, "");
     let (t3, _) = log_in(&gw, "alice", PW).await.unwrap();
     assert_eq!(roles_of(&t3), json!([]));
-    assert_eq!(get_with(&gw, "/admin", &t3).await, 403);
+    assert_eq!(bearer_status(&gw, "/admin", &t3).await, 403);
 
     fails_with_one_line(
         &gw.cli(&["users", "set-roles", "nobody", "admin"], None),
@@ -516,7 +505,7 @@ async fn token_inspect_exits_0_for_a_valid_token_and_1_with_the_reason_otherwise
     let expired = sign_with(&key_file, &kid, &with_times(t - 7200, t - 3600));
     rejected(&gw.cli(&["token", "inspect", &expired], None), "expired");
     // The gateway agrees.
-    assert_eq!(get_with(&gw, "/protected", &expired).await, 401);
+    assert_eq!(bearer_status(&gw, "/protected", &expired).await, 401);
 
     // Not a token at all.
     let out = gw.cli(&["token", "inspect", "not-a-token"], None);

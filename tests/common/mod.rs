@@ -730,6 +730,18 @@ pub async fn login(gw: &Gateway, user: &str, password: &str) -> reqwest::Respons
         .unwrap()
 }
 
+/// The status of a GET of `path` with `Authorization: Bearer token`.
+pub async fn bearer_status(gw: &Gateway, path: &str, token: &str) -> u16 {
+    client()
+        .get(gw.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// Registers (if needed) and logs in; returns (access_token, refresh_token).
 pub async fn token_for(gw: &Gateway, user: &str) -> (String, String) {
     let pw = "correct horse battery";
