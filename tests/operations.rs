@@ -529,3 +529,27 @@ fn a_client_that_never_finishes_its_headers_is_disconnected() {
     );
     assert_eq!(up.count(), 0);
 }
+
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    // What systemd's Type=notify listens for, on a datagram socket of our own.
+    let dir = TempDir::new("notify");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let mut gw = Gateway::start_env(&cfg, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
+    let mut next = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("no notification from authgate");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"));
+    assert!(gw.reload(&cfg.render()));
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    assert!(gw.stop().success());
+    assert!(next().contains("STOPPING=1"));
+}
