@@ -541,7 +541,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
     let up = Upstream::start();
     let cfg = Cfg::new(up.addr);
     let mut gw = Gateway::start_env(&cfg, &[("NOTIFY_SOCKET", sock_path.to_str().unwrap())]);
-    let mut next = || {
+    let next = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("no notification from authgate");
         String::from_utf8_lossy(&buf[..n]).into_owned()
