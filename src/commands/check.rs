@@ -1,0 +1,141 @@
+//! `check`: validate the config and the keys it names, like `nginx -t`.
+
+use super::*;
+
+/// Line and column of a key in the config text, for errors found after parsing.
+pub(super) fn position(text: &str, section: &str, key: &str) -> (usize, usize) {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return (1, 1);
+    };
+    let span = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == section)
+        .map(|(k, v)| match v.get_ref() {
+            toml::de::DeValue::Table(t) => t
+                .iter()
+                .find(|(kk, _)| kk.get_ref() == key)
+                .map(|(kk, _)| kk.span())
+                .unwrap_or_else(|| k.span()),
+            _ => k.span(),
+        });
+    let r = crate::config::reader::Reader::new(text);
+    span.map(|s| r.line_col(s.start)).unwrap_or((1, 1))
+}
+
+pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
+    let config = match Config::load_file(path) {
+        Ok(c) => c,
+        Err(e) => {
+            for line in e.to_string().lines() {
+                eprintln!("{line}");
+            }
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let origin = path.display();
+    let mut errors = Vec::new();
+    let mut key_note = String::new();
+    match KeySet::load(&config.tokens, false) {
+        Ok(k) => key_note = format!("kid {}", k.signing_kid),
+        Err(KeyError::Missing(p)) => key_note = format!("{p} will be created on first start"),
+        Err(e) => {
+            let key = if config.tokens.algorithm == Algorithm::HS256 {
+                "secret"
+            } else {
+                "signing_key"
+            };
+            let key = if e.to_string().contains("previous") {
+                "previous_keys"
+            } else {
+                key
+            };
+            let (l, c) = position(&text, "tokens", key);
+            errors.push(format!("{origin}:{l}:{c}: tokens.{key}: {e}"));
+        }
+    }
+    if let Err(e) = crate::server::tls::acceptor(&config) {
+        let (l, c) = position(&text, "server", "tls");
+        errors.push(format!("{origin}:{l}:{c}: {e}"));
+    }
+    if let StoreUrl::Postgres(_) = config.identity.store {
+        let (l, c) = position(&text, "identity", "store");
+        errors.push(format!("{origin}:{l}:{c}: identity.store: postgres:// is not supported by this build; use sqlite:PATH"));
+    }
+    if !errors.is_empty() {
+        for e in errors {
+            eprintln!("{e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    let s = &config.server;
+    let scheme = if s.tls.is_some() { "https" } else { "http" };
+    println!("{origin}: configuration OK");
+    for a in &s.listen {
+        println!("listener  {scheme}://{a}");
+    }
+    if let Some(a) = &config.admin {
+        println!("admin     http://{}  (/healthz /readyz /metrics)", a.listen);
+    }
+    let id = &config.identity;
+    let store = match &id.store {
+        StoreUrl::Sqlite(p) => format!("sqlite:{}", p.display()),
+        StoreUrl::Postgres(u) => u
+            .split('@')
+            .next_back()
+            .map(|h| format!("postgres://…@{h}"))
+            .unwrap_or_default(),
+    };
+    println!(
+        "identity  {store}, registration {}, endpoints {} {} {} {} {}",
+        if id.registration_open {
+            "open"
+        } else {
+            "closed"
+        },
+        id.paths.register,
+        id.paths.login,
+        id.paths.refresh,
+        id.paths.logout,
+        id.paths.jwks
+    );
+    println!(
+        "tokens    {} ({key_note}), issuer {:?}, audience {:?}, access {:?}, refresh {:?}",
+        config.tokens.algorithm.name(),
+        config.tokens.issuer,
+        config.tokens.audience,
+        config.tokens.access_ttl,
+        config.tokens.refresh_ttl
+    );
+    for u in &config.upstreams {
+        let targets: Vec<String> = u.targets.iter().map(|t| format!("http://{t}")).collect();
+        println!(
+            "upstream  {}: {} (connect {:?}, timeout {:?})",
+            u.name,
+            targets.join(", "),
+            u.connect_timeout,
+            u.timeout
+        );
+    }
+    for r in &config.routes {
+        let methods = r
+            .methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "*".into());
+        let note = if config.identity_endpoint(&r.path).is_some() {
+            "  (shadowed by the gateway's own endpoint)"
+        } else {
+            ""
+        };
+        println!(
+            "route     {methods} {}{} -> {} (auth {}){note}",
+            r.host.as_deref().unwrap_or(""),
+            r.path,
+            config.upstream_of(r).name,
+            r.auth.name()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

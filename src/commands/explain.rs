@@ -1,0 +1,174 @@
+//! `explain`: which route a request would take, and what would be done to it.
+
+use super::*;
+
+pub(super) fn explain(
+    path: &Path,
+    method: &str,
+    raw: &str,
+    host: Option<String>,
+    extra: &[String],
+) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| anyhow!("{method:?} is not an HTTP method"))?;
+    let (raw_path, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (raw, None),
+    };
+    let mut headers = HeaderMap::new();
+    for h in extra {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--header {h:?}: expected 'Name: value'"))?;
+        headers.append(
+            HeaderName::from_bytes(k.trim().as_bytes())
+                .map_err(|_| anyhow!("bad header name {k:?}"))?,
+            HeaderValue::from_str(v.trim()).map_err(|_| anyhow!("bad header value for {k}"))?,
+        );
+    }
+    println!(
+        "request   {method} {raw} (host: {})",
+        host.as_deref().unwrap_or("-")
+    );
+    // The same order of checks as edge::dispatch, so that explain agrees with the proxy.
+    if headers
+        .get_all(http::header::AUTHORIZATION)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        println!("refused   400 invalid_request: more than one Authorization header");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let canon = match normalize_path(raw_path) {
+        Ok(p) => p,
+        Err(e) => {
+            println!("refused   400 invalid_request: {e}");
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    println!(
+        "path      {canon}{}",
+        if canon == raw_path {
+            ""
+        } else {
+            " (normalised)"
+        }
+    );
+    if let Some(ep) = config.identity_endpoint(&canon) {
+        println!("answered  by the gateway itself: {ep:?} endpoint (never forwarded)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let router = Router::new(&config);
+    let Some((i, route)) = router.find(host.as_deref(), &method, &canon) else {
+        println!("refused   404 not_found: no route matches (never forwarded)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let up = config.upstream_of(route);
+    println!(
+        "route     route[{i}] {}{} (methods {}) -> upstream {:?}",
+        route.host.as_deref().unwrap_or(""),
+        route.path,
+        route
+            .methods
+            .as_ref()
+            .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
+            .unwrap_or_else(|| "any".into()),
+        up.name
+    );
+    let policy = match route.auth {
+        AuthMode::Required => {
+            "required: no Bearer token → 401 missing_token; a bad one → 401 invalid_token"
+        }
+        AuthMode::Optional => {
+            "optional: anonymous requests pass without identity headers; a bad token → 401"
+        }
+        AuthMode::Public => "public: tokens are not looked at; no identity header is set",
+    };
+    println!("auth      {policy}");
+    if !route.require.is_empty() {
+        let req: Vec<String> = route
+            .require
+            .iter()
+            .map(|(c, v)| format!("{c} ∈ [{}]", v.join(", ")))
+            .collect();
+        println!(
+            "require   {} (else 403 insufficient_scope)",
+            req.join(" and ")
+        );
+    }
+    let token = match route.auth {
+        AuthMode::Public => None,
+        _ => match crate::edge::bearer(&headers) {
+            Ok(t) => t,
+            Err(e) => {
+                println!(
+                    "refused   {} {}: {}",
+                    e.status().as_u16(),
+                    e.code(),
+                    e.message()
+                );
+                None
+            }
+        },
+    };
+    if let Some(t) = token {
+        match KeySet::load(&config.tokens, false) {
+            Ok(keys) => match Verifier::new(&config, &keys).verify(t) {
+                Ok(v) if satisfies(&v.claims, &route.require) => {
+                    println!("token     valid for {:?}", v.sub)
+                }
+                Ok(_) => {
+                    println!("refused   403 insufficient_scope: the token lacks a required claim")
+                }
+                Err(e) => println!("refused   401 invalid_token: {e}"),
+            },
+            Err(e) => println!("token     cannot be checked: {e}"),
+        }
+    }
+    let rules = HeaderRules::new(&config.forward, &config.server.trusted_proxies);
+    let removed = rules.removed(&headers);
+    let mut protected = vec![config.forward.identity_header.to_string()];
+    protected.extend(
+        config
+            .forward
+            .claim_headers
+            .iter()
+            .map(|(h, _)| h.to_string()),
+    );
+    println!(
+        "removes   {}{}hop-by-hop headers and those named in Connection, any client {} (any case, '_' aliases)",
+        removed.join(", "),
+        if removed.is_empty() { "" } else { "; always: " },
+        protected.join(", ")
+    );
+    let mut injected = Vec::new();
+    if route.auth != AuthMode::Public {
+        injected.push(format!("{} from sub", config.forward.identity_header));
+        injected.extend(
+            config
+                .forward
+                .claim_headers
+                .iter()
+                .map(|(h, c)| format!("{h} from {c}")),
+        );
+    }
+    injected.extend(
+        [
+            "X-Forwarded-For",
+            "X-Forwarded-Proto",
+            "X-Forwarded-Host",
+            "Forwarded",
+            "X-Request-Id",
+        ]
+        .map(String::from),
+    );
+    println!("injects   {}", injected.join(", "));
+    let fwd_path = route.forwarded_path(canon.clone());
+    let q = query.map(|q| format!("?{q}")).unwrap_or_default();
+    for t in &up.targets {
+        println!("forwards  {method} http://{t}{fwd_path}{q}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

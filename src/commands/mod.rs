@@ -1,0 +1,59 @@
+//! What each CLI command does, one file per command. `main` prints the error,
+//! if any, as one line.
+
+mod check;
+mod explain;
+mod serve;
+mod token;
+mod users;
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+
+use crate::auth::jwt::{satisfies, Verifier};
+use crate::auth::keys::{generate_pem, write_private, KeyError, KeySet};
+use crate::cli::{Cli, Command, KeysCommand, TokenCommand, UsersCommand};
+use crate::config::{Algorithm, AuthMode, Config, StoreUrl};
+use crate::edge::normalize::normalize_path;
+use crate::proxy::headers::HeaderRules;
+use crate::routes::Router;
+use check::*;
+use explain::*;
+use serve::*;
+use token::*;
+pub use users::format_time;
+use users::*;
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let path = cli.config.clone();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(&cli.config, cli.log_format, false),
+        Command::Demo => serve(&cli.config, cli.log_format, true),
+        Command::Check => check(&path),
+        Command::Users(u) => users(&path, u),
+        Command::Keys(KeysCommand::Generate { alg, out, force }) => {
+            let alg = Algorithm::parse(&alg)
+                .ok_or_else(|| anyhow!("--alg {alg:?}: expected EdDSA, ES256 or RS256"))?;
+            let pem = generate_pem(alg)?;
+            write_private(&out, &pem, force)?;
+            println!("wrote {} key to {} (mode 0600)", alg.name(), out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token(TokenCommand::Inspect { token }) => inspect(&path, &token),
+        Command::Explain {
+            method,
+            path: req_path,
+            host,
+            headers,
+        } => explain(&path, &method, &req_path, host, &headers),
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    Config::load_file(path).map_err(|e| anyhow!("{e}"))
+}

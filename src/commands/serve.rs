@@ -1,0 +1,47 @@
+//! `serve` and `demo`: run the gateway until SIGTERM.
+
+use super::*;
+
+pub(super) fn serve(
+    path: &Path,
+    format: crate::logging::LogFormat,
+    demo: bool,
+) -> anyhow::Result<ExitCode> {
+    crate::logging::init(format);
+    let config = load(path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("authgate")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(async move {
+        if demo {
+            let target = config
+                .upstreams
+                .first()
+                .and_then(|u| u.targets.first())
+                .ok_or_else(|| anyhow!("demo needs an [[upstream]] with a target for its example backend"))?;
+            let addr: SocketAddr = target
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(|| anyhow!("cannot resolve demo backend address {target}"))?;
+            let bound = crate::demo::spawn_backend(addr).await.map_err(|e| anyhow!(e))?;
+            tracing::info!("demo backend listening on {bound}");
+            if let Some(gw) = config.server.listen.first() {
+                let p = &config.identity.paths;
+                let url = format!("http://{gw}");
+                eprintln!(
+                    "\nTry it:\n  curl -s -X POST {url}{} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"correct horse\"}}'\n  \
+                     TOKEN=$(curl -s -X POST {url}{} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"correct horse\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
+                     curl -s {url}/protected -H \"Authorization: Bearer $TOKEN\"\n  curl -s {url}/hello\n",
+                    p.register, p.login
+                );
+            }
+        }
+        crate::server::run(path.to_path_buf(), config).await.map_err(|e| anyhow!(e))
+    });
+    crate::logging::flush();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,37 @@
+//! `token inspect`: decode and verify a token, and say why it would be rejected.
+
+use super::*;
+
+pub(super) fn inspect(path: &Path, token: &str) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let keys = KeySet::load(&config.tokens, false)?;
+    let verifier = Verifier::new(&config, &keys);
+    match jsonwebtoken::decode_header(token) {
+        Ok(h) => println!("header: {}", serde_json::to_string(&h).unwrap_or_default()),
+        Err(e) => println!(
+            "header: unreadable ({})",
+            crate::auth::jwt::describe(e.kind())
+        ),
+    }
+    match jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token) {
+        Ok(c) => println!("claims: {c}"),
+        Err(e) => println!(
+            "claims: unreadable ({})",
+            crate::auth::jwt::describe(e.kind())
+        ),
+    }
+    match verifier.verify(token) {
+        Ok(v) => {
+            println!(
+                "valid: accepted for sub {:?}, expires {}",
+                v.sub,
+                format_time(v.exp)
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("rejected: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}

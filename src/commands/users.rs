@@ -1,0 +1,137 @@
+//! `users ...`: manage the user store, offline or while gateways run.
+
+use super::*;
+
+pub(super) fn read_password(prompt: &str) -> anyhow::Result<String> {
+    let stdin = std::io::stdin();
+    let tty = stdin.is_terminal();
+    if tty {
+        eprint!("{prompt}");
+        let _ = std::io::stderr().flush();
+        // Best effort: no echo while typing.
+        let _ = std::process::Command::new("stty").arg("-echo").status();
+    }
+    let mut line = String::new();
+    let read = stdin.lock().read_line(&mut line);
+    if tty {
+        let _ = std::process::Command::new("stty").arg("echo").status();
+        eprintln!();
+    }
+    read.context("cannot read the password")?;
+    let pw = line.strip_suffix('\n').unwrap_or(&line);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        bail!("no password given (type it at the prompt or pipe one line to stdin)");
+    }
+    Ok(pw.to_string())
+}
+
+pub(super) fn parse_roles(s: &str) -> anyhow::Result<Vec<String>> {
+    let roles: Vec<String> = s
+        .split(',')
+        .map(|r| r.trim().to_string())
+        .filter(|r| !r.is_empty())
+        .collect();
+    for r in &roles {
+        if !r
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b':' | b'/'))
+        {
+            bail!("role {r:?}: use letters, digits and . _ - : /");
+        }
+    }
+    Ok(roles)
+}
+
+pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
+    let config = load(path)?;
+    let store = crate::store::open(&config.identity.store)?;
+    let id = &config.identity;
+    let check_len = |pw: &str| -> anyhow::Result<()> {
+        let n = pw.chars().count();
+        if n < id.min_password_length || n > id.max_password_length {
+            bail!(
+                "password must be {} to {} characters",
+                id.min_password_length,
+                id.max_password_length
+            );
+        }
+        Ok(())
+    };
+    let name =
+        |n: &str| crate::auth::endpoints::normalize_username(n).map_err(|e| anyhow!(e.message()));
+    match cmd {
+        UsersCommand::Add { name: n, roles } => {
+            let n = name(&n)?;
+            let roles = parse_roles(&roles)?;
+            let pw = read_password("Password: ")?;
+            check_len(&pw)?;
+            let hash = crate::auth::passwords::hash_now(id.password_hash, &pw)?;
+            store.create_user(&n, &hash, &roles).map_err(|e| match e {
+                crate::store::StoreError::Conflict => anyhow!("user {n:?} already exists"),
+                other => anyhow!(other),
+            })?;
+            println!("added {n}");
+        }
+        UsersCommand::Remove { name: n } => {
+            let n = name(&n)?;
+            if !store.remove_user(&n)? {
+                bail!("no user {n:?}");
+            }
+            println!("removed {n}");
+        }
+        UsersCommand::List => {
+            for u in store.list_users()? {
+                println!(
+                    "{}\t{}\t{}",
+                    u.username,
+                    u.roles.join(","),
+                    format_time(u.created_at)
+                );
+            }
+        }
+        UsersCommand::SetPassword { name: n } => {
+            let n = name(&n)?;
+            if store.get_user(&n)?.is_none() {
+                bail!("no user {n:?}");
+            }
+            let pw = read_password("New password: ")?;
+            check_len(&pw)?;
+            let hash = crate::auth::passwords::hash_now(id.password_hash, &pw)?;
+            store.set_password(&n, &hash)?;
+            println!("password set for {n}");
+        }
+        UsersCommand::SetRoles { name: n, roles } => {
+            let n = name(&n)?;
+            let roles = parse_roles(&roles)?;
+            if !store.set_roles(&n, &roles)? {
+                bail!("no user {n:?}");
+            }
+            println!("roles of {n}: {}", roles.join(","));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Unix seconds as an RFC 3339 UTC timestamp.
+pub fn format_time(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}

@@ -1,0 +1,323 @@
+//! The one validation pass: spanned TOML → typed `Config`, collecting every error.
+//! One file per section; this one assembles them.
+
+mod forward;
+mod identity;
+mod route;
+mod server;
+mod tokens;
+mod upstream;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use toml::de::{DeTable, DeValue};
+
+use super::reader::{join, Issue, Reader};
+use super::values::{parse_duration, parse_rate, parse_secret_ref, parse_size, Cidr, SecretRef};
+use super::*;
+use forward::*;
+use identity::*;
+use route::*;
+use server::*;
+use tokens::*;
+use upstream::*;
+
+const TOP: &[&str] = &[
+    "server",
+    "admin",
+    "identity",
+    "rate_limit",
+    "tokens",
+    "forward",
+    "upstream",
+    "route",
+];
+
+pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
+    let mut r = Reader::new(text);
+    let doc = match DeTable::parse(text) {
+        Ok(d) => d,
+        Err(e) => {
+            let (line, col) = r.line_col(e.span().map(|s| s.start).unwrap_or(0));
+            let reason = e.message().trim().to_string();
+            return Err(ConfigErrors {
+                origin: origin.into(),
+                issues: vec![Issue {
+                    line,
+                    col,
+                    path: String::new(),
+                    reason,
+                }],
+            });
+        }
+    };
+    let doc = doc.get_ref();
+    r.only_known(doc, "", TOP);
+    let empty = DeTable::new();
+    let section = |r: &mut Reader, key: &str| r.table(doc, "", key).map(|(t, _)| t);
+
+    let server_t = section(&mut r, "server").unwrap_or(&empty);
+    let server = server(&mut r, server_t, base);
+    let admin = section(&mut r, "admin").map(|t| admin(&mut r, t));
+    let identity_t = section(&mut r, "identity").unwrap_or(&empty);
+    let identity = identity(&mut r, identity_t, base);
+    let rl_t = section(&mut r, "rate_limit").unwrap_or(&empty);
+    let rate_limit = rate_limit(&mut r, rl_t);
+    let tokens_t = section(&mut r, "tokens").unwrap_or(&empty);
+    let tokens = tokens(&mut r, tokens_t, base);
+    let forward_t = section(&mut r, "forward").unwrap_or(&empty);
+    let forward = forward(&mut r, forward_t);
+    let upstreams: Vec<Upstream> = r
+        .tables(doc, "", "upstream")
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (t, span))| upstream(&mut r, t, &format!("upstream[{i}]"), span))
+        .collect();
+    let mut names = HashSet::new();
+    for (i, (t, _)) in r.tables(doc, "", "upstream").into_iter().enumerate() {
+        if let Some((n, span)) = r.string(t, &format!("upstream[{i}]"), "name") {
+            if !names.insert(n.clone()) {
+                r.error(
+                    &span,
+                    &format!("upstream[{i}].name"),
+                    format!("upstream {n:?} is defined twice"),
+                );
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    let mut seen = HashSet::new();
+    for (i, (t, span)) in r.tables(doc, "", "route").into_iter().enumerate() {
+        let p = format!("route[{i}]");
+        if let Some(route) = route(&mut r, t, &p, span.clone(), &upstreams) {
+            let mut methods: Vec<String> = route
+                .methods
+                .iter()
+                .flatten()
+                .map(|m| m.to_string())
+                .collect();
+            methods.sort();
+            let key = (route.host.clone(), route.path.clone(), methods);
+            if !seen.insert(key) {
+                let at = Reader::field(t, "path").map(|f| f.span).unwrap_or(span);
+                r.error(
+                    &at,
+                    &format!("{p}.path"),
+                    "another route has the same host, path and methods",
+                );
+            }
+            routes.push(route);
+        }
+    }
+
+    if !r.issues.is_empty() {
+        r.issues.sort_by_key(|i| (i.line, i.col));
+        return Err(ConfigErrors {
+            origin: origin.into(),
+            issues: r.issues,
+        });
+    }
+    // Every part is Some when no issue was recorded.
+    match (server, identity, rate_limit, tokens, forward) {
+        (Some(server), Some(identity), Some(rate_limit), Some(tokens), Some(forward)) => {
+            Ok(Config {
+                origin: origin.into(),
+                base_dir: base.to_path_buf(),
+                server,
+                admin: admin.flatten(),
+                identity,
+                rate_limit,
+                tokens,
+                forward,
+                upstreams,
+                routes,
+            })
+        }
+        _ => Err(ConfigErrors {
+            origin: origin.into(),
+            issues: vec![Issue {
+                line: 1,
+                col: 1,
+                path: String::new(),
+                reason: "invalid configuration".into(),
+            }],
+        }),
+    }
+}
+
+/// A duration key with its default.
+fn duration(r: &mut Reader, t: &DeTable, path: &str, key: &str, default: &str) -> Duration {
+    match r.string(t, path, key) {
+        Some((s, span)) => parse_duration(&s).unwrap_or_else(|e| {
+            r.error(&span, &join(path, key), e);
+            Duration::ZERO
+        }),
+        None => parse_duration(default).unwrap_or(Duration::ZERO),
+    }
+}
+
+/// A size key (integer bytes or "64KiB") with its default.
+fn size(r: &mut Reader, t: &DeTable, path: &str, key: &str, default: u64) -> u64 {
+    let Some(f) = Reader::field(t, key) else {
+        return default;
+    };
+    let parsed = match f.value.get_ref() {
+        DeValue::String(s) => parse_size(s),
+        DeValue::Integer(i) => u64::from_str_radix(i.as_str(), i.radix())
+            .map_err(|_| "must be a positive integer".to_string()),
+        _ => Err("expected a size such as \"64KiB\" or an integer of bytes".to_string()),
+    };
+    parsed.unwrap_or_else(|e| {
+        r.error(&f.span, &join(path, key), e);
+        default
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigErrors> {
+        Config::load_str(text, "gateway.toml", Path::new("/etc/authgate"))
+    }
+
+    const MINIMAL: &str = r#"
+[[upstream]]
+name = "app"
+targets = ["http://127.0.0.1:9000"]
+
+[[route]]
+path = "/protected"
+upstream = "app"
+"#;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = load(MINIMAL).unwrap();
+        assert_eq!(c.server.listen, vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(c.server.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_connections, 10_000);
+        assert_eq!(c.server.max_header_bytes, 64 * 1024);
+        assert_eq!(c.server.shutdown_grace, Duration::from_secs(30));
+        assert!(c.server.trusted_proxies.is_empty());
+        assert!(c.admin.is_none());
+        assert_eq!(
+            c.identity.store,
+            StoreUrl::Sqlite("/etc/authgate/data/users.db".into())
+        );
+        assert!(c.identity.registration_open);
+        assert_eq!(c.identity.min_password_length, 8);
+        assert_eq!(c.identity.max_password_length, 1024);
+        assert_eq!(c.identity.max_body, 16 * 1024);
+        assert_eq!(
+            c.identity.password_hash,
+            HashParams {
+                memory_kib: 19456,
+                iterations: 2,
+                parallelism: 1
+            }
+        );
+        assert_eq!(c.identity.paths.refresh, "/token/refresh");
+        assert_eq!(c.identity.paths.jwks, "/.well-known/jwks.json");
+        assert_eq!(c.identity.hash_queue, 64);
+        assert_eq!(c.rate_limit.login_per_ip.unwrap().count, 20);
+        assert_eq!(c.rate_limit.login_per_user.unwrap().count, 5);
+        assert_eq!(
+            c.rate_limit.register_per_ip.unwrap().per,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(c.tokens.algorithm, Algorithm::EdDSA);
+        assert_eq!(
+            c.tokens.signing_key,
+            Some(SecretRef::File("/etc/authgate/data/signing-key.pem".into()))
+        );
+        assert_eq!(c.tokens.issuer, "authgate");
+        assert_eq!(c.tokens.audience, "api");
+        assert_eq!(c.tokens.access_ttl, Duration::from_secs(900));
+        assert_eq!(c.tokens.refresh_ttl, Duration::from_secs(14 * 86400));
+        assert_eq!(c.tokens.leeway, Duration::from_secs(30));
+        assert_eq!(c.forward.identity_header, "x-user");
+        assert!(c.forward.claim_headers.is_empty());
+        let u = &c.upstreams[0];
+        assert_eq!(u.targets, vec!["127.0.0.1:9000"]);
+        assert_eq!(u.connect_timeout, Duration::from_secs(2));
+        assert_eq!(u.timeout, Duration::from_secs(30));
+        assert_eq!(u.unhealthy_cooldown, Duration::from_secs(10));
+        assert_eq!(u.retries, 1);
+        assert_eq!(c.routes[0].auth, AuthMode::Required);
+        assert!(!c.routes[0].strip_prefix);
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let text = r#"[server]
+listen = ["127.0.0.1:8080"]
+idle_timeout = "forever"
+colour = "blue"
+
+[tokens]
+algorithm = "HS256"
+secret = "hunter2"
+
+[[upstream]]
+name = "app"
+targets = ["http://127.0.0.1:9000"]
+
+[[route]]
+path = "/a"
+upstream = "ap"
+"#;
+        let e = load(text).unwrap_err();
+        let lines: Vec<String> = e.to_string().lines().map(String::from).collect();
+        assert_eq!(
+            lines,
+            vec![
+                "gateway.toml:3:1: server.idle_timeout: \"forever\" is not a duration (e.g. \"250ms\", \"30s\", \"15m\", \"14d\")".to_string(),
+                "gateway.toml:4:1: server.colour: unknown key (expected one of: listen, tls, header_read_timeout, idle_timeout, max_connections, max_header_bytes, shutdown_grace, trusted_proxies)".to_string(),
+                "gateway.toml:8:1: tokens.secret: secrets are never inline: write \"env:NAME\" or \"file:PATH\"".to_string(),
+                "gateway.toml:16:1: route[0].upstream: no upstream named \"ap\"".to_string(),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicate_routes_are_an_error() {
+        let text = format!("{MINIMAL}\n[[route]]\npath = \"/protected/\"\nupstream = \"app\"\n");
+        let e = load(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("route[1].path: another route has the same host, path and methods"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_name_their_line() {
+        let e = load("[server]\nlisten = [\"a\"\n").unwrap_err().to_string();
+        assert!(e.starts_with("gateway.toml:"), "{e}");
+    }
+
+    #[test]
+    fn strip_prefix_forwards_the_rest_of_the_path() {
+        let text = format!("{MINIMAL}strip_prefix = true\n");
+        let r = &load(&text).unwrap().routes[0];
+        assert_eq!(r.forwarded_path("/protected/a/b".into()), "/a/b");
+        assert_eq!(r.forwarded_path("/protected".into()), "/");
+        assert_eq!(r.forwarded_path("/protected/".into()), "/");
+        let plain = &load(MINIMAL).unwrap().routes[0];
+        assert_eq!(plain.forwarded_path("/protected/a".into()), "/protected/a");
+    }
+
+    #[test]
+    fn targets_must_be_plain_http() {
+        assert_eq!(target("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
+        assert_eq!(target("http://app.internal").unwrap(), "app.internal:80");
+        assert!(target("https://x:1").is_err());
+        assert!(target("http://x:1/path").is_err());
+        assert!(target("127.0.0.1:9000").is_err());
+    }
+}
