@@ -10,6 +10,7 @@ pub mod edge;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod proxy;
 pub mod routes;
 pub mod server;

@@ -1,0 +1,3 @@
+//! Outbound network plumbing shared by the proxy and the issuers' key fetchers.
+
+pub mod https;
