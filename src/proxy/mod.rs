@@ -1,6 +1,7 @@
 //! Forwarding a request to its route's upstream and streaming the answer back.
 
 pub mod headers;
+pub mod stall;
 pub mod upstream;
 
 use std::pin::Pin;
@@ -140,9 +141,15 @@ pub async fn forward(
     };
     let mut tried: Option<usize> = None;
     let mut attempts_left = 1 + o.pool.retries;
+    // RFC 9110 §9.2.2: an idempotent request without a body may be replayed when the
+    // upstream closed the connection without a byte of answer (typically a pooled
+    // connection its keep-alive timeout closed as we reused it) — once, on a fresh
+    // connection to the same target, unless `retries = 0`.
+    let mut replay = bodiless && o.pool.retries > 0 && parts.method.is_idempotent();
+    let mut replaying: Option<usize> = None;
     loop {
         attempts_left -= 1;
-        let i = o.pool.pick(tried);
+        let i = replaying.unwrap_or_else(|| o.pool.pick(tried));
         let target = &o.pool.targets[i];
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(http::uri::Scheme::HTTP);
@@ -157,12 +164,17 @@ pub async fn forward(
         *out.method_mut() = parts.method.clone();
         *out.uri_mut() = uri;
         *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = if can_retry {
+        *out.headers_mut() = if can_retry || replay {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
         };
-        match tokio::time::timeout(o.pool.timeout, o.pool.client.request(out)).await {
+        let client = if replaying.is_some() {
+            &o.pool.fresh
+        } else {
+            &o.pool.client
+        };
+        match tokio::time::timeout(o.pool.timeout, client.request(out)).await {
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Err(e)) if e.is_connect() => {
                 o.pool.mark_down(i);
@@ -172,6 +184,14 @@ pub async fn forward(
                     continue;
                 }
                 return Err(ProxyError::Connect(format!("{}: {e}", target.authority)));
+            }
+            Ok(Err(e)) if replay && closed_unanswered(&e) => {
+                tracing::debug!(target = %target.authority, error = %source_chain(&e), "upstream closed unanswered; replaying on a fresh connection");
+                replay = false;
+                replaying = Some(i);
+                attempts_left += 1;
+                body = Some(empty());
+                continue;
             }
             Ok(Err(e)) => {
                 return Err(ProxyError::Protocol(format!(
@@ -200,11 +220,36 @@ pub async fn forward(
                         }
                     });
                 }
-                let resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed());
+                // After the headers, `timeout` bounds each silence of the body (stall.rs).
+                let gap = o.pool.timeout;
+                let resp = resp.map(|b| {
+                    stall::ReadGap::new(b.map_err(|e| Box::new(e) as BoxError).boxed(), gap).boxed()
+                });
                 return Ok((resp, target.authority.clone()));
             }
         }
     }
+}
+
+/// The upstream closed or reset the connection before any response head: the
+/// request can have had no answer (hyper: incomplete message; or a reset).
+fn closed_unanswered(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(h) = c.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::*;
+            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
 }
 
 fn source_chain(e: &dyn std::error::Error) -> String {

@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use std::sync::{Arc, Weak};
 
+use super::stall::StallConnector;
 use crate::body::Body;
 use crate::config::{HealthCheck, Upstream};
 
@@ -25,7 +26,9 @@ pub struct UpstreamPool {
     pub name: String,
     pub targets: Vec<Target>,
     next: AtomicUsize,
-    pub client: Client<HttpConnector, Body>,
+    pub client: Client<StallConnector, Body>,
+    /// The same without a pool: a replay goes out on a connection of its own.
+    pub fresh: Client<StallConnector, Body>,
     pub timeout: Duration,
     pub retries: u32,
     cooldown: Duration,
@@ -39,10 +42,18 @@ impl UpstreamPool {
         conn.set_connect_timeout(Some(u.connect_timeout));
         conn.set_nodelay(true);
         conn.set_keepalive(Some(Duration::from_secs(60)));
+        // An upstream that stops reading for `timeout` loses its connection (stall.rs).
+        let conn = StallConnector {
+            inner: conn,
+            send_timeout: u.timeout,
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(1024)
+            .build(conn.clone());
+        let fresh = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
             .build(conn);
         UpstreamPool {
             name: u.name.clone(),
@@ -57,6 +68,7 @@ impl UpstreamPool {
                 .collect(),
             next: AtomicUsize::new(0),
             client,
+            fresh,
             timeout: u.timeout,
             retries: u.retries,
             cooldown: u.unhealthy_cooldown,
