@@ -11,7 +11,6 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::passwords::{needs_rehash, PoolError};
-use super::ratelimit::Limiter;
 use crate::body::{empty, json, Body};
 use crate::config::IdentityEndpoint;
 use crate::edge::error::ApiError;
@@ -198,10 +197,10 @@ async fn register_inner(
     if !id.registration_open {
         return Err(ApiError::RegistrationClosed);
     }
-    if let Some(l) = &rt.limits.register_ip {
-        l.check(&ip)
-            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
-    }
+    rt.limits
+        .register_ip(ip)
+        .await
+        .map_err(|s| ApiError::RateLimited { retry_after: s })?;
     let body = read_json(rt, req).await?;
     let username = normalize_username(&string_field(&body, "username")?)?;
     let password = string_field(&body, "password")?;
@@ -244,10 +243,10 @@ async fn login_inner(
     req: Request<Incoming>,
     ip: IpAddr,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
-    if let Some(l) = &rt.limits.login_ip {
-        l.check(&ip)
-            .map_err(|s| ApiError::RateLimited { retry_after: s })?;
-    }
+    rt.limits
+        .login_ip(ip)
+        .await
+        .map_err(|s| ApiError::RateLimited { retry_after: s })?;
     let body = read_json(rt, req).await?;
     let raw_user = string_field(&body, "username")?;
     let password = string_field(&body, "password")?;
@@ -259,18 +258,12 @@ async fn login_inner(
     let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
     // Reserve this attempt's failure before hashing: a peek-then-count would let
     // concurrent guesses all pass before the first failure is counted.
-    let mut reserved = match &rt.limits.login_user {
-        Some(l) => {
-            l.check(&limit_key)
-                .map_err(|s| ApiError::RateLimited { retry_after: s })?;
-            Some(Reservation {
-                limiter: l,
-                key: &limit_key,
-                failed: false,
-            })
-        }
-        None => None,
-    };
+    // SPEC §9: with Redis this reservation (and its refund) is shared by every gateway.
+    let mut reserved = rt
+        .limits
+        .reserve_login_user(&limit_key)
+        .await
+        .map_err(|s| ApiError::RateLimited { retry_after: s })?;
     let user = match &username {
         Some(u) => {
             let u = u.clone();
@@ -290,7 +283,7 @@ async fn login_inner(
         _ => {
             // Only failures count toward the per-user limit: this one stays counted.
             if let Some(r) = reserved.as_mut() {
-                r.failed = true;
+                r.failed();
             }
             // Only a well-formed name is logged: raw input could forge log lines
             // (CR/LF) or be a password typed into the name field.
@@ -309,22 +302,6 @@ async fn login_inner(
     }
     let body = issue_pair(rt, &user.username, &user.roles, None).await?;
     Ok((no_store(json(StatusCode::OK, &body)), Some(user.username)))
-}
-
-/// One attempt counted against `login_per_user`; given back on drop unless it
-/// failed (a success, an overloaded pool, or a request abandoned mid-hash).
-struct Reservation<'a> {
-    limiter: &'a Limiter<String>,
-    key: &'a String,
-    failed: bool,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if !self.failed {
-            self.limiter.refund(self.key);
-        }
-    }
 }
 
 /// A new access token and refresh token; `family` continues a rotation chain.

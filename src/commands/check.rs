@@ -108,6 +108,23 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         config.tokens.access_ttl,
         config.tokens.refresh_ttl
     );
+    let rl = &config.rate_limit;
+    let rate = |r: Option<crate::config::Rate>| match r {
+        Some(r) => format!("{}/{}s", r.count, r.per.as_secs()),
+        None => "off".into(),
+    };
+    let backend = match &rl.backend {
+        crate::config::LimitBackend::Local => "in process".to_string(),
+        crate::config::LimitBackend::Redis(u) => {
+            format!("shared in {u} (keys {}…)", rl.key_prefix)
+        }
+    };
+    println!(
+        "limits    login {} per IP, {} per user, register {} per IP; {backend}",
+        rate(rl.login_per_ip),
+        rate(rl.login_per_user),
+        rate(rl.register_per_ip)
+    );
     for u in &config.upstreams {
         let targets: Vec<String> = u.targets.iter().map(|t| format!("http://{t}")).collect();
         println!(

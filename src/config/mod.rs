@@ -2,6 +2,7 @@
 
 mod build;
 pub mod reader;
+pub mod redis_url;
 pub mod values;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 
 pub use reader::Issue;
+pub use redis_url::{LimitBackend, RedisUrl};
 pub use values::{Cidr, Rate, SecretRef};
 
 /// Every problem found in one config file, printed one per line as
@@ -121,6 +123,10 @@ pub struct RateLimit {
     pub login_per_ip: Option<Rate>,
     pub login_per_user: Option<Rate>,
     pub register_per_ip: Option<Rate>,
+    /// SPEC §9: where the counters live (default: in process).
+    pub backend: LimitBackend,
+    /// Every Redis key starts with it (default `"authgate:"`).
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! `[identity]` and `[rate_limit]`: the built-in user store and its throttles.
+//! `[identity]`: the built-in user store.
 
 use super::*;
 
@@ -142,37 +142,5 @@ pub(super) fn identity(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Ident
         paths,
         hash_concurrency,
         hash_queue,
-    })
-}
-
-pub(super) fn rate_limit(r: &mut Reader, t: &DeTable) -> Option<RateLimit> {
-    let p = "rate_limit";
-    r.only_known(
-        t,
-        p,
-        &[
-            "login_per_ip",
-            "login_per_user",
-            "register_per_ip",
-            "backend",
-        ],
-    );
-    let rate = |r: &mut Reader, key: &str, default: &str| {
-        let (s, span) = r.string(t, p, key).unwrap_or((default.to_string(), 0..0));
-        parse_rate(&s).unwrap_or_else(|e| {
-            r.error(&span, &join(p, key), e);
-            None
-        })
-    };
-    let login_per_ip = rate(r, "login_per_ip", "20/min");
-    let login_per_user = rate(r, "login_per_user", "5/min");
-    let register_per_ip = rate(r, "register_per_ip", "10/hour");
-    if let Some((_, span)) = r.string(t, p, "backend") {
-        r.error(&span, "rate_limit.backend", "a shared (Redis) rate-limit backend is not supported by this build; remove the key to limit in process");
-    }
-    Some(RateLimit {
-        login_per_ip,
-        login_per_user,
-        register_per_ip,
     })
 }

@@ -3,6 +3,7 @@
 
 mod forward;
 mod identity;
+mod rate_limit;
 mod route;
 mod server;
 mod tokens;
@@ -21,6 +22,7 @@ use super::values::{parse_duration, parse_rate, parse_secret_ref, parse_size, Ci
 use super::*;
 use forward::*;
 use identity::*;
+use rate_limit::*;
 use route::*;
 use server::*;
 use tokens::*;
@@ -66,7 +68,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let identity_t = section(&mut r, "identity").unwrap_or(&empty);
     let identity = identity(&mut r, identity_t, base);
     let rl_t = section(&mut r, "rate_limit").unwrap_or(&empty);
-    let rate_limit = rate_limit(&mut r, rl_t);
+    let rate_limit = rate_limit(&mut r, rl_t, base);
     let tokens_t = section(&mut r, "tokens").unwrap_or(&empty);
     let tokens = tokens(&mut r, tokens_t, base);
     let forward_t = section(&mut r, "forward").unwrap_or(&empty);
@@ -178,14 +180,14 @@ fn size(r: &mut Reader, t: &DeTable, path: &str, key: &str, default: u64) -> u64
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn load(text: &str) -> Result<Config, ConfigErrors> {
         Config::load_str(text, "gateway.toml", Path::new("/etc/authgate"))
     }
 
-    const MINIMAL: &str = r#"
+    pub(crate) const MINIMAL: &str = r#"
 [[upstream]]
 name = "app"
 targets = ["http://127.0.0.1:9000"]

@@ -1,4 +1,5 @@
-//! Login and registration throttling (SPEC `[rate_limit]`), in process.
+//! The in-process limiter (SPEC `[rate_limit]`, `backend = "local"`), and the
+//! fallback of the shared one (SPEC §9).
 //!
 //! A keyed GCRA like governor's, written out because the per-user rule needs
 //! to give an event back: past `login_per_user` failures every attempt on that
@@ -6,6 +7,7 @@
 //! attempt reserves one event *before* its password is hashed (so concurrent
 //! guesses cannot all pass before the first failure is counted) and is
 //! refunded when it turns out not to be a failure. governor 0.10 has no refund.
+//! `gcra.lua` is the same algorithm over Redis; a property test holds them equal.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -23,7 +25,13 @@ pub struct Limiter<K> {
     interval: Duration,
     /// How far ahead of now the theoretical arrival time may run (the burst).
     tolerance: Duration,
+    /// Theoretical arrival time (TAT) per key.
     state: Mutex<HashMap<K, Instant>>,
+}
+
+/// Whole seconds for `Retry-After`, rounded up: it must not invite an early retry.
+pub fn retry_secs(wait: Duration) -> u64 {
+    (wait.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 impl<K: Hash + Eq + Clone> Limiter<K> {
@@ -42,25 +50,28 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
         self.rate
     }
 
-    fn retry_after(&self, tat: Instant, now: Instant) -> Option<u64> {
-        let allowed_at = tat.checked_sub(self.tolerance).unwrap_or(now);
-        if allowed_at > now {
-            // Round up: Retry-After is whole seconds and must not invite an early retry.
-            Some((allowed_at - now).as_millis().div_ceil(1000).max(1) as u64)
-        } else {
-            None
-        }
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    pub fn tolerance(&self) -> Duration {
+        self.tolerance
     }
 
     /// Counts one event; `Err(seconds)` (and nothing counted) when over the limit.
     pub fn check(&self, key: &K) -> Result<(), u64> {
-        let now = Instant::now();
+        self.check_at(key, Instant::now()).map_err(retry_secs)
+    }
+
+    /// `check` at a given time; the error is the exact wait.
+    pub fn check_at(&self, key: &K, now: Instant) -> Result<(), Duration> {
         let Ok(mut map) = self.state.lock() else {
             return Ok(());
         };
         let tat = map.get(key).copied().unwrap_or(now).max(now);
-        if let Some(s) = self.retry_after(tat, now) {
-            return Err(s);
+        let allowed_at = tat.checked_sub(self.tolerance).unwrap_or(now);
+        if allowed_at > now {
+            return Err(allowed_at - now);
         }
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
             map.retain(|_, t| *t > now);
@@ -71,7 +82,10 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 
     /// Gives back one event counted by `check` (an attempt that did not count after all).
     pub fn refund(&self, key: &K) {
-        let now = Instant::now();
+        self.refund_at(key, Instant::now())
+    }
+
+    pub fn refund_at(&self, key: &K, now: Instant) {
         let Ok(mut map) = self.state.lock() else {
             return;
         };
@@ -102,6 +116,7 @@ impl<K: Hash + Eq + Clone> Limiter<K> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn rate(count: u32, secs: u64) -> Rate {
         Rate {
@@ -153,5 +168,45 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         l.prune();
         assert_eq!(l.len(), 0);
+    }
+
+    #[test]
+    fn retry_after_rounds_up_to_whole_seconds() {
+        assert_eq!(retry_secs(Duration::from_micros(1)), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1000)), 1);
+        assert_eq!(retry_secs(Duration::from_millis(1001)), 2);
+        assert_eq!(retry_secs(Duration::ZERO), 1);
+    }
+
+    proptest! {
+        /// GCRA's bound: over any span of time t, no key is admitted more than
+        /// burst + rate × t events (count + ⌊t / interval⌋), whatever the arrivals.
+        #[test]
+        fn never_admits_more_than_burst_plus_rate_times_t(
+            count in 1u32..8,
+            per_ms in prop::sample::select(vec![1_000u64, 60_000, 3_600_000]),
+            gaps in prop::collection::vec(0u64..20_000, 1..120),
+        ) {
+            let l = Limiter::new(Rate { count, per: Duration::from_millis(per_ms) });
+            let interval = l.interval();
+            let t0 = Instant::now();
+            let mut at = Duration::ZERO;
+            let mut admitted = Vec::new();
+            for g in gaps {
+                // Gaps in ms, scaled so both bursts and slow trickles occur.
+                at += Duration::from_millis(g * per_ms / 60_000);
+                if l.check_at(&"k", t0 + at).is_ok() {
+                    admitted.push(at);
+                }
+            }
+            for (i, a) in admitted.iter().enumerate() {
+                for (j, b) in admitted.iter().enumerate().skip(i) {
+                    let span = *b - *a;
+                    let bound = count as u128 + span.as_nanos() / interval.as_nanos();
+                    prop_assert!((j - i + 1) as u128 <= bound,
+                        "{} admitted within {:?} (bound {})", j - i + 1, span, bound);
+                }
+            }
+        }
     }
 }
