@@ -11,7 +11,26 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::body::{json, Body};
+use crate::body::{full, json, Body};
+
+/// What a browser gets: the greeting as a page, with a way to sign out.
+fn greeting_page(user: &str) -> Response<Body> {
+    let user = crate::auth::browser::escape(user);
+    let html = format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>authgate demo</title>\
+         <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}</style></head>\n\
+         <body><h1>Hello, {user}!</h1><p id=\"greeting\">Hello, {user}! This is a protected resource.</p>\
+         <p>The demo backend read your name from the <code>X-User</code> header that authgate set; \
+         it never saw your password or your token.</p>\
+         <form method=\"post\" action=\"/logout\"><button type=\"submit\">Sign out</button></form></body></html>\n"
+    );
+    let mut r = Response::new(full(html));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
 
 async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
     let user = req
@@ -20,8 +39,10 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let path = req.uri().path();
+    let browser = crate::auth::session::is_navigation(req.method(), req.headers());
     Ok(if path == "/protected" || path.starts_with("/protected/") {
         match user {
+            Some(u) if browser => greeting_page(&u),
             Some(u) => json(
                 StatusCode::OK,
                 &json!({ "message": format!("Hello, {u}! This is a protected resource."), "user": u }),

@@ -14,8 +14,9 @@ use super::passwords::{needs_rehash, PoolError};
 use crate::body::{empty, json, Body};
 use crate::config::IdentityEndpoint;
 use crate::edge::error::ApiError;
+use crate::edge::ConnInfo;
 use crate::state::Runtime;
-use crate::store::{Rotation, StoreError, UserStore};
+use crate::store::{Rotation, StoreError, User, UserStore};
 
 impl From<PoolError> for ApiError {
     fn from(e: PoolError) -> ApiError {
@@ -65,12 +66,13 @@ pub fn normalize_username(raw: &str) -> Result<String, ApiError> {
     }
 }
 
-fn is_json(req: &Request<Incoming>) -> bool {
+/// Is the body of this media type (parameters such as `; charset=utf-8` aside)?
+pub(crate) fn has_media_type(req: &Request<Incoming>, media: &str) -> bool {
     req.headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case(media))
 }
 
 /// Reads a JSON object body within `identity.max_body`.
@@ -78,9 +80,20 @@ async fn read_json(
     rt: &Runtime,
     req: Request<Incoming>,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
-    if !is_json(&req) {
+    if !has_media_type(&req, "application/json") {
         return Err(ApiError::UnsupportedMediaType);
     }
+    let bytes = read_body(rt, req).await?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(ApiError::InvalidRequest(
+            "the body must be a JSON object".into(),
+        )),
+    }
+}
+
+/// Reads a whole body within `identity.max_body`.
+pub(crate) async fn read_body(rt: &Runtime, req: Request<Incoming>) -> Result<Bytes, ApiError> {
     let max = rt.config.identity.max_body;
     let declared = req
         .headers()
@@ -90,21 +103,11 @@ async fn read_json(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ApiError::PayloadTooLarge);
     }
-    let bytes: Bytes = match Limited::new(req.into_body(), max).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::PayloadTooLarge)
-        }
-        Err(_) => {
-            return Err(ApiError::InvalidRequest(
-                "the request body could not be read".into(),
-            ))
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => Ok(m),
-        _ => Err(ApiError::InvalidRequest(
-            "the body must be a JSON object".into(),
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::PayloadTooLarge),
+        Err(_) => Err(ApiError::InvalidRequest(
+            "the request body could not be read".into(),
         )),
     }
 }
@@ -122,7 +125,7 @@ fn sha256_hex(s: &str) -> String {
     crate::ids::hex(digest(&SHA256, s.as_bytes()).as_ref())
 }
 
-fn no_store(mut r: Response<Body>) -> Response<Body> {
+pub(crate) fn no_store(mut r: Response<Body>) -> Response<Body> {
     r.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -133,8 +136,10 @@ pub async fn handle(
     rt: &Runtime,
     which: IdentityEndpoint,
     req: Request<Incoming>,
-    ip: IpAddr,
+    conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
+    let ip = conn.peer.ip();
+    let session = &rt.config.session;
     if which == IdentityEndpoint::Jwks {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return Err(ApiError::MethodNotAllowed("GET, HEAD"));
@@ -148,13 +153,26 @@ pub async fn handle(
         );
         return Ok((r, None));
     }
-    if req.method() != Method::POST {
-        return Err(ApiError::MethodNotAllowed("POST"));
+    // SPEC §12: with the sign-in page on, /login also answers GET (the form).
+    let page = which == IdentityEndpoint::Login && session.login_page;
+    if page && (req.method() == Method::GET || req.method() == Method::HEAD) {
+        return Ok((super::browser::page(rt, &req), None));
     }
+    if req.method() != Method::POST {
+        return Err(ApiError::MethodNotAllowed(if page {
+            "GET, HEAD, POST"
+        } else {
+            "POST"
+        }));
+    }
+    // SPEC §12: a refresh or logout without a body uses the cookies.
+    let by_cookie = session.cookie && super::browser::bodiless(&req);
     match which {
         IdentityEndpoint::Register => register(rt, req, ip).await,
-        IdentityEndpoint::Login => login(rt, req, ip).await,
+        IdentityEndpoint::Login => login(rt, req, conn).await,
+        IdentityEndpoint::Refresh if by_cookie => super::browser::refresh(rt, req, conn).await,
         IdentityEndpoint::Refresh => refresh(rt, req).await,
+        IdentityEndpoint::Logout if by_cookie => super::browser::logout(rt, req, conn).await,
         IdentityEndpoint::Logout => logout(rt, req).await,
         IdentityEndpoint::Jwks => unreachable_jwks(),
     }
@@ -222,12 +240,21 @@ async fn register_inner(
 async fn login(
     rt: &Runtime,
     req: Request<Incoming>,
-    ip: IpAddr,
+    conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
-    let r = login_inner(rt, req, ip).await;
+    if rt.config.session.cookie && has_media_type(&req, "application/x-www-form-urlencoded") {
+        return super::browser::form_login(rt, req, conn).await;
+    }
+    let r = login_inner(rt, req, conn).await;
+    count_login(&r);
+    r
+}
+
+/// `authgate_logins_total{outcome}` for one login, JSON or form.
+pub(crate) fn count_login<T>(r: &Result<T, ApiError>) {
     outcome(
         "authgate_logins_total",
-        match &r {
+        match r {
             Ok(_) => "success",
             Err(ApiError::InvalidCredentials) => "invalid_credentials",
             Err(ApiError::RateLimited { .. }) => "rate_limited",
@@ -235,26 +262,68 @@ async fn login(
             Err(_) => "invalid_request",
         },
     );
-    r
+}
+
+/// `login_per_ip`: every attempt counts, failed or not.
+pub(crate) async fn check_login_ip(rt: &Runtime, ip: IpAddr) -> Result<(), ApiError> {
+    rt.limits
+        .login_ip(ip)
+        .await
+        .map_err(|s| ApiError::RateLimited { retry_after: s })
 }
 
 async fn login_inner(
     rt: &Runtime,
     req: Request<Incoming>,
-    ip: IpAddr,
+    conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
-    rt.limits
-        .login_ip(ip)
-        .await
-        .map_err(|s| ApiError::RateLimited { retry_after: s })?;
+    check_login_ip(rt, conn.peer.ip()).await?;
+    // Decided before the body is read (the headers go with the request).
+    let csrf = super::browser::csrf(rt, &req, conn);
     let body = read_json(rt, req).await?;
     let raw_user = string_field(&body, "username")?;
     let password = string_field(&body, "password")?;
+    // SPEC §12: `"session": true` puts the tokens in cookies instead of the body.
+    let session = match body.get("session") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "\"session\" must be true or false".into(),
+            ))
+        }
+    };
+    if session {
+        if !rt.config.session.cookie {
+            return Err(ApiError::InvalidRequest(
+                "browser sessions are off on this gateway (session.cookie = false)".into(),
+            ));
+        }
+        // A login that sets cookies obeys the CSRF rule (login CSRF).
+        csrf?;
+    }
+    let user = authenticate(rt, &raw_user, password).await?;
+    let pair = issue_pair(rt, &user.username, &user.roles, None).await?;
+    let resp = if session {
+        super::browser::session_response(rt, &pair, &user.username)
+    } else {
+        no_store(json(StatusCode::OK, &pair.body(rt)))
+    };
+    Ok((resp, Some(user.username)))
+}
+
+/// Checks a username and password under `login_per_user` (SPEC §3, §8): the
+/// shared core of the JSON and the form login.
+pub(crate) async fn authenticate(
+    rt: &Runtime,
+    raw_user: &str,
+    password: String,
+) -> Result<User, ApiError> {
     if password.chars().count() > rt.config.identity.max_password_length {
         return Err(ApiError::InvalidRequest("password too long".into()));
     }
     // A malformed name cannot exist: it still costs a full hash (no user probing).
-    let username = normalize_username(&raw_user).ok();
+    let username = normalize_username(raw_user).ok();
     let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
     // Reserve this attempt's failure before hashing: a peek-then-count would let
     // concurrent guesses all pass before the first failure is counted.
@@ -300,17 +369,34 @@ async fn login_inner(
             }
         }
     }
-    let body = issue_pair(rt, &user.username, &user.roles, None).await?;
-    Ok((no_store(json(StatusCode::OK, &body)), Some(user.username)))
+    Ok(user)
 }
 
-/// A new access token and refresh token; `family` continues a rotation chain.
-async fn issue_pair(
+/// An access token and the refresh token issued with it.
+pub(crate) struct TokenPair {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl TokenPair {
+    /// The JSON body of a login or refresh (SPEC §3).
+    pub fn body(&self, rt: &Runtime) -> Value {
+        json!({
+            "access_token": self.access,
+            "token_type": "Bearer",
+            "expires_in": rt.issuer.ttl(),
+            "refresh_token": self.refresh,
+        })
+    }
+}
+
+/// A new access token and refresh token; `rotated` continues a rotation chain.
+pub(crate) async fn issue_pair(
     rt: &Runtime,
     username: &str,
     roles: &[String],
     rotated: Option<String>,
-) -> Result<Value, ApiError> {
+) -> Result<TokenPair, ApiError> {
     let access = rt
         .issuer
         .issue(username, roles)
@@ -327,12 +413,7 @@ async fn issue_pair(
             refresh
         }
     };
-    Ok(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": rt.issuer.ttl(),
-        "refresh_token": refresh,
-    }))
+    Ok(TokenPair { access, refresh })
 }
 
 async fn refresh(
@@ -341,8 +422,17 @@ async fn refresh(
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
     let body = read_json(rt, req).await?;
     let old = string_field(&body, "refresh_token")?;
+    let (username, pair) = rotate(rt, &old).await?;
+    Ok((
+        no_store(json(StatusCode::OK, &pair.body(rt))),
+        Some(username),
+    ))
+}
+
+/// Spends a refresh token and issues the next pair of its family (SPEC §3).
+pub(crate) async fn rotate(rt: &Runtime, old: &str) -> Result<(String, TokenPair), ApiError> {
     let new = crate::ids::b64url(&crate::ids::random_bytes::<32>());
-    let (old_h, new_h) = (sha256_hex(&old), sha256_hex(&new));
+    let (old_h, new_h) = (sha256_hex(old), sha256_hex(&new));
     let now = super::jwt::now_secs();
     let exp = now + rt.config.tokens.refresh_ttl.as_secs();
     let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
@@ -358,8 +448,8 @@ async fn refresh(
     let user = store(rt, move |s| s.get_user(&u))
         .await?
         .ok_or(ApiError::InvalidGrant)?;
-    let body = issue_pair(rt, &user.username, &user.roles, Some(new)).await?;
-    Ok((no_store(json(StatusCode::OK, &body)), Some(username)))
+    let pair = issue_pair(rt, &user.username, &user.roles, Some(new)).await?;
+    Ok((username, pair))
 }
 
 async fn logout(
@@ -368,14 +458,18 @@ async fn logout(
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
     let body = read_json(rt, req).await?;
     let token = string_field(&body, "refresh_token")?;
-    let h = sha256_hex(&token);
+    let username = revoke(rt, &token).await?;
+    let mut r = Response::new(empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    Ok((r, Some(username)))
+}
+
+/// Revokes the family of a refresh token (SPEC §3 logout); its user.
+pub(crate) async fn revoke(rt: &Runtime, token: &str) -> Result<String, ApiError> {
+    let h = sha256_hex(token);
     let now = super::jwt::now_secs();
     match store(rt, move |s| s.revoke_family(&h, now)).await? {
-        Rotation::Rotated { username } => {
-            let mut r = Response::new(empty());
-            *r.status_mut() = StatusCode::NO_CONTENT;
-            Ok((r, Some(username)))
-        }
+        Rotation::Rotated { username } => Ok(username),
         Rotation::Reused | Rotation::Invalid => Err(ApiError::InvalidGrant),
     }
 }

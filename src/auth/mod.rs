@@ -1,8 +1,10 @@
 //! Identity: keys, tokens, passwords, rate limits and the endpoints that use them.
 
+pub mod browser;
 pub mod cache;
 pub mod endpoints;
 pub mod jwt;
 pub mod keys;
 pub mod passwords;
 pub mod ratelimit;
+pub mod session;

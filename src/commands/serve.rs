@@ -8,6 +8,11 @@ pub(super) fn serve(
     demo: bool,
 ) -> anyhow::Result<ExitCode> {
     crate::logging::init(format);
+    if demo {
+        // The demo is opened in a browser: sessions and the sign-in page on,
+        // for this config and every reload of it.
+        crate::config::enable_demo_sessions();
+    }
     let config = load(path)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -34,7 +39,8 @@ pub(super) fn serve(
                 eprintln!(
                     "\nTry it:\n  curl -s -X POST {url}{} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"correct horse\"}}'\n  \
                      TOKEN=$(curl -s -X POST {url}{} -H 'Content-Type: application/json' -d '{{\"username\":\"alice\",\"password\":\"correct horse\"}}' | sed 's/.*\"access_token\":\"\\([^\"]*\\)\".*/\\1/')\n  \
-                     curl -s {url}/protected -H \"Authorization: Bearer $TOKEN\"\n  curl -s {url}/hello\n",
+                     curl -s {url}/protected -H \"Authorization: Bearer $TOKEN\"\n  curl -s {url}/hello\n\
+                     \nOr, once alice is registered (the first command), open {url}/protected in a browser and sign in.\n",
                     p.register, p.login
                 );
             }

@@ -13,7 +13,7 @@ use http::{HeaderName, Method};
 
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
-pub use values::{Cidr, Rate, SecretRef};
+pub use values::{parse_origin, Cidr, Rate, SecretRef};
 
 /// Every problem found in one config file, printed one per line as
 /// `FILE:LINE:COL: key.path: reason` (SPEC §8).
@@ -45,6 +45,15 @@ impl std::fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+/// Set by `authgate demo`: browser sessions and the sign-in page are on for every
+/// config this process loads, reloads included (the demo is opened in a browser).
+static DEMO_SESSIONS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// `authgate demo`: turn `session.cookie` and `session.login_page` on from now on.
+pub fn enable_demo_sessions() {
+    DEMO_SESSIONS.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// The file it came from (for messages) and the folder relative paths start in.
@@ -58,6 +67,19 @@ pub struct Config {
     pub forward: Forward,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    pub session: Session,
+}
+
+/// `[session]` (SPEC §12): browser sessions. Off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Session {
+    /// `/login` may put the tokens in `__Host-` cookies, and the access cookie is
+    /// accepted wherever a bearer token is.
+    pub cookie: bool,
+    /// `GET /login` serves the sign-in form; browser navigations are sent there.
+    pub login_page: bool,
+    /// Canonical origins (see `values::parse_origin`) besides the gateway's own.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -252,6 +274,15 @@ impl Config {
     }
 
     pub fn load_file(path: &Path) -> Result<Config, ConfigErrors> {
+        let mut c = Self::read_file(path)?;
+        if DEMO_SESSIONS.load(std::sync::atomic::Ordering::Relaxed) {
+            c.session.cookie = true;
+            c.session.login_page = true;
+        }
+        Ok(c)
+    }
+
+    fn read_file(path: &Path) -> Result<Config, ConfigErrors> {
         let origin = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
             origin: origin.clone(),

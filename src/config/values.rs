@@ -264,3 +264,102 @@ mod tests {
         assert!(Cidr::parse("10.0.0.0/33").is_err());
     }
 }
+
+/// An origin as browsers serialise it (RFC 6454 §6.2): `scheme://host[:port]`,
+/// scheme `http` or `https`, nothing else (no path, no trailing `/`, no
+/// userinfo, no wildcard). Returned lowercased, the scheme's default port
+/// dropped, so that two spellings of one origin compare equal. `null` is not one.
+pub fn parse_origin(s: &str) -> Result<String, String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "{s:?} is not an origin (scheme://host[:port]): {why}"
+        ))
+    };
+    let lower = s.to_ascii_lowercase();
+    let Some((scheme, rest)) = lower.split_once("://") else {
+        return bad("no scheme");
+    };
+    let default_port = match scheme {
+        "http" => 80,
+        "https" => 443,
+        _ => return bad("the scheme must be http or https"),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return bad("unclosed IPv6 literal");
+        };
+        if addr.parse::<std::net::Ipv6Addr>().is_err() {
+            return bad("invalid IPv6 address");
+        }
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return bad("only a port may follow the host"),
+            },
+        };
+        (format!("[{addr}]"), port)
+    } else {
+        let (h, p) = match rest.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (rest, None),
+        };
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if h.len() > 253 || !h.split('.').all(label_ok) {
+            return bad("the host must be a DNS name or an IP address, with no path");
+        }
+        (h.to_string(), p)
+    };
+    match port {
+        None => Ok(format!("{scheme}://{host}")),
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n != 0 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                if n == default_port {
+                    Ok(format!("{scheme}://{host}"))
+                } else {
+                    Ok(format!("{scheme}://{host}:{n}"))
+                }
+            }
+            _ => bad("invalid port"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::parse_origin;
+
+    #[test]
+    fn origins_are_scheme_host_and_port_only() {
+        let ok = |s: &str| parse_origin(s).unwrap();
+        assert_eq!(ok("https://App.Example.com"), "https://app.example.com");
+        assert_eq!(ok("https://app.example.com:443"), "https://app.example.com");
+        assert_eq!(ok("http://127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(ok("http://[::1]:80"), "http://[::1]");
+        for bad in [
+            "null",
+            "app.example.com",
+            "ftp://app.example.com",
+            "https://app.example.com/",
+            "https://app.example.com/x",
+            "https://user@app.example.com",
+            "https://*.example.com",
+            "https://app.example.com:0",
+            "https://app.example.com:99999",
+            "https://app.example.com:+80",
+            "https://",
+            "https://a..b",
+            "https://[::1",
+            "https://app.example.com?x",
+            "https://app.example.com#x",
+            "https://app example.com",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -17,6 +17,8 @@ pub enum ApiError {
     InvalidCredentials,
     InvalidGrant,
     InsufficientScope,
+    /// SPEC §12: a cookie-authenticated unsafe request from another origin.
+    CsrfRejected,
     RegistrationClosed,
     NotFound,
     MethodNotAllowed(&'static str),
@@ -44,7 +46,7 @@ impl ApiError {
             MissingToken | InvalidToken(_) | InvalidCredentials | InvalidGrant => {
                 StatusCode::UNAUTHORIZED
             }
-            InsufficientScope | RegistrationClosed => StatusCode::FORBIDDEN,
+            InsufficientScope | CsrfRejected | RegistrationClosed => StatusCode::FORBIDDEN,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             UserExists => StatusCode::CONFLICT,
@@ -68,6 +70,7 @@ impl ApiError {
             InvalidCredentials => "invalid_credentials",
             InvalidGrant => "invalid_grant",
             InsufficientScope => "insufficient_scope",
+            CsrfRejected => "csrf_rejected",
             RegistrationClosed => "registration_closed",
             NotFound => "not_found",
             MethodNotAllowed(_) => "method_not_allowed",
@@ -92,6 +95,7 @@ impl ApiError {
             InvalidCredentials => "Invalid username or password".into(),
             InvalidGrant => "The refresh token is invalid, expired or already used".into(),
             InsufficientScope => "The access token lacks a claim this route requires".into(),
+            CsrfRejected => "Cookie-authenticated requests from another origin are refused".into(),
             RegistrationClosed => "Registration is closed".into(),
             NotFound => "No route matches this request".into(),
             MethodNotAllowed(allow) => format!("Method not allowed here; allowed: {allow}"),
@@ -118,12 +122,28 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let status = self.status();
         let body = serde_json::json!({ "error": self.code(), "message": self.message() });
-        let mut resp = Response::new(full(Bytes::from(body.to_string())));
+        self.with_body(
+            Bytes::from(body.to_string()),
+            HeaderValue::from_static("application/json"),
+        )
+    }
+
+    /// The same status and headers around an HTML page instead of the JSON body:
+    /// the sign-in form shown again with this error (SPEC §12).
+    pub fn into_page(self, html: String) -> Response<Body> {
+        self.with_body(
+            Bytes::from(html),
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )
+    }
+
+    fn with_body(self, body: Bytes, content_type: HeaderValue) -> Response<Body> {
+        let status = self.status();
+        let mut resp = Response::new(full(body));
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(CONTENT_TYPE, content_type);
         match &self {
             ApiError::MissingToken => {
                 h.insert(
@@ -184,6 +204,7 @@ mod tests {
             (ApiError::InvalidCredentials, 401, "invalid_credentials"),
             (ApiError::InvalidGrant, 401, "invalid_grant"),
             (ApiError::InsufficientScope, 403, "insufficient_scope"),
+            (ApiError::CsrfRejected, 403, "csrf_rejected"),
             (ApiError::RegistrationClosed, 403, "registration_closed"),
             (ApiError::NotFound, 404, "not_found"),
             (

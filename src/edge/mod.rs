@@ -14,6 +14,7 @@ use http::{HeaderMap, Request, Response, Version};
 use hyper::body::Incoming;
 
 use crate::auth::jwt::{satisfies, Verified};
+use crate::auth::session;
 use crate::body::Body;
 use crate::config::{AuthMode, Route};
 use crate::proxy::headers::{ClientInfo, X_REQUEST_ID};
@@ -88,10 +89,15 @@ pub fn authorize(
         // A public route never looks at tokens, and never sets identity headers.
         return Ok(None);
     }
+    // SPEC §12: the session cookie stands in for a bearer token, but only when
+    // there is no Authorization header at all.
     let token = match bearer(h)? {
         Some(t) => t,
-        None if route.auth == AuthMode::Optional => return Ok(None),
-        None => return Err(ApiError::MissingToken),
+        None => match session::access_cookie(&rt.config.session, h)? {
+            Some(t) => t,
+            None if route.auth == AuthMode::Optional => return Ok(None),
+            None => return Err(ApiError::MissingToken),
+        },
     };
     let v = rt
         .verifier
@@ -195,7 +201,7 @@ pub async fn serve(
 async fn dispatch(
     rt: &Runtime,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<Body>, ApiError> {
@@ -214,7 +220,7 @@ async fn dispatch(
     trace.path = Some(path.clone());
     if let Some(ep) = rt.config.identity_endpoint(&path) {
         trace.route = Some(RouteRef::Endpoint(ep));
-        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, conn.peer.ip()).await?;
+        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, conn).await?;
         trace.user = user;
         return Ok(resp);
     }
@@ -224,7 +230,32 @@ async fn dispatch(
         .find(host, req.method(), &path)
         .ok_or(ApiError::NotFound)?;
     trace.route = Some(RouteRef::Route(idx));
-    let identity = authorize(rt, route, req.headers())?;
+    let sessions = &rt.config.session;
+    // SPEC §12: a request authenticated by the session cookie obeys the CSRF rule
+    // when its method is unsafe or it opens a WebSocket.
+    if route.auth != AuthMode::Public
+        && session::needs_csrf_check(req.method(), crate::proxy::is_websocket(&req))
+        && session::access_cookie(sessions, req.headers())?.is_some()
+    {
+        crate::auth::browser::csrf(rt, &req, conn)?;
+    }
+    let identity = match authorize(rt, route, req.headers()) {
+        // SPEC §12: a browser navigation without a valid session goes to the
+        // sign-in page; API clients keep the 401.
+        Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
+            if sessions.login_page
+                && route.auth == AuthMode::Required
+                && !req.headers().contains_key(AUTHORIZATION)
+                && session::is_navigation(req.method(), req.headers()) =>
+        {
+            if let Some(reason) = e.auth_failure_reason() {
+                metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
+            }
+            let login = &rt.config.identity.paths.login;
+            return Ok(session::login_redirect(login, &path, req.uri().query()));
+        }
+        r => r?,
+    };
     trace.user = identity.as_ref().map(|v| v.sub.clone());
     let forwarded_path = route.forwarded_path(path);
     let path_and_query = match req.uri().query() {
@@ -251,6 +282,8 @@ async fn dispatch(
             request_id,
         },
     };
+    // SPEC §12: the session cookies never reach a backend.
+    session::strip_cookies(req.headers_mut());
     match forward(out, req).await {
         Ok((resp, target)) => {
             trace.upstream = Some(target);

@@ -16,6 +16,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 
+pub mod browser;
 pub mod services;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");

@@ -6,6 +6,7 @@ mod identity;
 mod rate_limit;
 mod route;
 mod server;
+mod session;
 mod tokens;
 mod upstream;
 
@@ -25,6 +26,7 @@ use identity::*;
 use rate_limit::*;
 use route::*;
 use server::*;
+use session::*;
 use tokens::*;
 use upstream::*;
 
@@ -37,6 +39,7 @@ const TOP: &[&str] = &[
     "forward",
     "upstream",
     "route",
+    "session",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -73,6 +76,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let tokens = tokens(&mut r, tokens_t, base);
     let forward_t = section(&mut r, "forward").unwrap_or(&empty);
     let forward = forward(&mut r, forward_t);
+    let session = section(&mut r, "session").and_then(|t| session(&mut r, t));
     let upstreams: Vec<Upstream> = r
         .tables(doc, "", "upstream")
         .into_iter()
@@ -137,6 +141,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 forward,
                 upstreams,
                 routes,
+                session: session.unwrap_or_default(),
             })
         }
         _ => Err(ConfigErrors {
@@ -253,6 +258,10 @@ upstream = "app"
         assert_eq!(u.retries, 1);
         assert_eq!(c.routes[0].auth, AuthMode::Required);
         assert!(!c.routes[0].strip_prefix);
+        // SPEC §12: sessions off unless asked for.
+        assert_eq!(c.session, Session::default());
+        assert!(!c.session.cookie && !c.session.login_page);
+        assert!(c.session.allowed_origins.is_empty());
     }
 
     #[test]
