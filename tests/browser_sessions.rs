@@ -654,3 +654,49 @@ fn check_reports_session_errors_with_their_lines() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn explain_knows_the_session_cookie_and_its_rules() {
+    let (_up, gw) = gateway(
+        "cookie = true\nlogin_page = true\nallowed_origins = [\"https://app.example.com\"]",
+        None,
+    );
+    let (access, _) = form_sign_in(&gw, "alice").await;
+    let cookie = format!("Cookie: a=1; __Host-authgate={access}");
+    let out = gw.cli(&["explain", "POST", "/protected", "-H", &cookie], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = |p: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.starts_with(p))
+            .unwrap_or_else(|| panic!("no {p} line: {}", out.stdout))
+            .to_string()
+    };
+    assert!(
+        line("token").contains("valid for \"alice\""),
+        "{}",
+        out.stdout
+    );
+    let session = line("session");
+    assert!(session.contains("csrf_rejected") && session.contains("https://app.example.com"));
+    assert!(session.contains("302 /login?return_to="));
+    assert!(line("removes").contains("__Host-authgate and __Host-authgate-refresh from Cookie"));
+    // The header wins in explain too.
+    let out = gw.cli(
+        &[
+            "explain",
+            "GET",
+            "/protected",
+            "-H",
+            &cookie,
+            "-H",
+            "Authorization: Bearer x.y.z",
+        ],
+        None,
+    );
+    assert!(
+        out.stdout.contains("refused   401 invalid_token"),
+        "{}",
+        out.stdout
+    );
+}

@@ -499,3 +499,53 @@ async fn cookie_confusion_is_not_a_session() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+#[tokio::test]
+async fn csrf_rejections_and_form_logins_are_counted_in_metrics() {
+    let up = Upstream::start();
+    let mut cfg = Cfg::new(up.addr);
+    cfg.admin = Some("listen = \"127.0.0.1:0\"\n".into());
+    cfg.rest.push_str(&format!("\n[session]\n{ON}\n"));
+    let gw = Gateway::start(&cfg);
+    let (access, _) = form_sign_in(&gw, "alice").await;
+    let r = browser()
+        .post(gw.url("/login"))
+        .header("origin", origin(&gw))
+        .form_body(&[("username", "alice"), ("password", "wrong password")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = browser()
+        .delete(gw.url("/protected/x"))
+        .header("cookie", format!("__Host-authgate={access}"))
+        .header("origin", "http://evil.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let text = client()
+        .get(gw.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        value("authgate_auth_failures_total{reason=\"csrf_rejected\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(value("authgate_logins_total{outcome=\"success\"}"), 1.0);
+    assert_eq!(
+        value("authgate_logins_total{outcome=\"invalid_credentials\"}"),
+        1.0
+    );
+}

@@ -98,9 +98,34 @@ pub(super) fn explain(
             req.join(" and ")
         );
     }
+    let sessions = &config.session;
+    if sessions.cookie && route.auth != AuthMode::Public {
+        println!(
+            "session   the {} cookie counts as a bearer token when there is no Authorization header; \
+             with it, unsafe methods and WebSocket handshakes need Origin = the gateway's own{} (else 403 csrf_rejected){}",
+            crate::auth::session::ACCESS_COOKIE,
+            if sessions.allowed_origins.is_empty() {
+                String::new()
+            } else {
+                format!(" or one of {}", sessions.allowed_origins.join(", "))
+            },
+            if sessions.login_page && route.auth == AuthMode::Required {
+                format!(
+                    "; a browser navigation without a session → 302 {}?return_to=...",
+                    config.identity.paths.login
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
     let token = match route.auth {
         AuthMode::Public => None,
-        _ => match crate::edge::bearer(&headers) {
+        // SPEC §12: the header wins; without one, the session cookie stands in.
+        _ => match crate::edge::bearer(&headers).and_then(|t| match t {
+            Some(t) => Ok(Some(t)),
+            None => crate::auth::session::access_cookie(sessions, &headers).map_err(Into::into),
+        }) {
             Ok(t) => t,
             Err(e) => {
                 println!(
@@ -138,10 +163,13 @@ pub(super) fn explain(
             .map(|(h, _)| h.to_string()),
     );
     println!(
-        "removes   {}{}hop-by-hop headers and those named in Connection, any client {} (any case, '_' aliases)",
+        "removes   {}{}hop-by-hop headers and those named in Connection, any client {} (any case, '_' aliases), \
+         the session cookies {} and {} from Cookie",
         removed.join(", "),
         if removed.is_empty() { "" } else { "; always: " },
-        protected.join(", ")
+        protected.join(", "),
+        crate::auth::session::ACCESS_COOKIE,
+        crate::auth::session::REFRESH_COOKIE,
     );
     let mut injected = Vec::new();
     if route.auth != AuthMode::Public {

@@ -117,6 +117,7 @@ impl ApiError {
             ApiError::MissingToken => Some("missing_token"),
             ApiError::InvalidToken(_) => Some("invalid_token"),
             ApiError::InsufficientScope => Some("insufficient_scope"),
+            ApiError::CsrfRejected => Some("csrf_rejected"),
             _ => None,
         }
     }
