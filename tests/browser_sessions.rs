@@ -181,30 +181,48 @@ async fn throttled_form_login_shows_the_form_with_429_as_the_json_login_does() {
 }
 
 #[tokio::test]
-async fn login_per_ip_throttles_form_logins_too() {
+async fn login_per_ip_throttles_form_logins_too_malformed_ones_included() {
     let (_up, gw) = gateway(
         ON,
         Some("login_per_ip = \"2/hour\"\nlogin_per_user = \"off\"\nregister_per_ip = \"off\"\n"),
     );
     register(&gw, "alice", PW).await;
-    for _ in 0..2 {
-        let r = browser()
+    let post = |pairs: Vec<(&'static str, &'static str)>| {
+        browser()
             .post(gw.url("/login"))
             .header("origin", origin(&gw))
-            .form_body(&[("username", "alice"), ("password", PW)])
+            .form_body(&pairs)
             .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
-    }
-    let r = browser()
-        .post(gw.url("/login"))
-        .header("origin", origin(&gw))
-        .form_body(&[("username", "alice"), ("password", PW)])
-        .send()
+    };
+    // A form without a password is refused on the page, and still counts.
+    let r = post(vec![("username", "alice")]).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("username and password are required"));
+    let r = post(vec![("username", "alice"), ("password", PW)])
         .await
         .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = post(vec![
+        ("username", "alice"),
+        ("password", PW),
+        ("return_to", "/protected"),
+    ])
+    .await
+    .unwrap();
     assert_eq!(r.status(), 429);
+    assert!(r.headers().get("retry-after").is_some());
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("name=\"return_to\" value=\"/protected\""),
+        "{html}"
+    );
+    assert!(html.contains("value=\"alice\""));
+    // JSON logins share the budget.
+    assert_eq!(login(&gw, "alice", PW).await.status(), 429);
 }
 
 #[tokio::test]
@@ -699,4 +717,62 @@ async fn explain_knows_the_session_cookie_and_its_rules() {
         "{}",
         out.stdout
     );
+}
+
+#[tokio::test]
+async fn demo_turns_sessions_on_and_keeps_them_on_across_a_reload() {
+    let backend = dead_addr();
+    let shipped =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml")).unwrap();
+    let config = shipped
+        .replace(
+            "listen = [\"127.0.0.1:8080\"]",
+            "listen = [\"127.0.0.1:0\"]",
+        )
+        .replace("http://127.0.0.1:9000", &format!("http://{backend}"));
+    let gw = Gateway::start_in(TempDir::new("demo-session"), &config, &[], "demo").unwrap();
+    let navigate = || {
+        browser()
+            .get(gw.url("/protected"))
+            .header("accept", "text/html")
+            .send()
+    };
+    let r = navigate().await.unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(r.headers()["location"], "/login?return_to=/protected");
+    assert!(gw.reload(&config));
+    let r = navigate().await.unwrap();
+    assert_eq!(r.status(), 302, "still on after SIGHUP");
+    // The demo backend answers a browser with a page, an API client with JSON.
+    let r = register(&gw, "alice", "correct horse").await;
+    assert_eq!(r.status(), 201);
+    let r = browser()
+        .post(gw.url("/login"))
+        .header("origin", origin(&gw))
+        .form_body(&[("username", "alice"), ("password", "correct horse")])
+        .send()
+        .await
+        .unwrap();
+    let (access, _) = cookie_parts(r.headers(), "__Host-authgate");
+    let r = browser()
+        .get(gw.url("/protected"))
+        .header("accept", "text/html")
+        .header("cookie", format!("__Host-authgate={access}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+    let html = r.text().await.unwrap();
+    assert!(html.contains("<h1>Hello, alice!</h1>"), "{html}");
+    assert!(html.contains("action=\"/logout\""));
+    // A plain `serve` of the same file keeps them off: it is the demo that turns them on.
+    let plain = Gateway::start_in(TempDir::new("serve-session"), &config, &[], "serve").unwrap();
+    let r = browser()
+        .get(plain.url("/protected"))
+        .header("accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

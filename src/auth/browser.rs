@@ -160,7 +160,8 @@ struct Form {
     return_to: String,
 }
 
-fn parse_form(body: &[u8]) -> Result<Form, ApiError> {
+/// The form, or what was read of it (for the page) and why it is refused.
+fn parse_form(body: &[u8]) -> Result<Form, (Form, ApiError)> {
     let mut f = Form::default();
     let (mut u, mut p, mut r) = (0, 0, 0);
     for (k, v) in form_urlencoded::parse(body) {
@@ -174,14 +175,12 @@ fn parse_form(body: &[u8]) -> Result<Form, ApiError> {
         *slot = v.into_owned();
     }
     if u > 1 || p > 1 || r > 1 {
-        return Err(ApiError::InvalidRequest(
-            "a form field appears more than once".into(),
-        ));
+        let e = ApiError::InvalidRequest("a form field appears more than once".into());
+        return Err((f, e));
     }
     if u == 0 || p == 0 {
-        return Err(ApiError::InvalidRequest(
-            "username and password are required".into(),
-        ));
+        let e = ApiError::InvalidRequest("username and password are required".into());
+        return Err((f, e));
     }
     Ok(f)
 }
@@ -258,10 +257,17 @@ async fn form_login_inner(
     conn: &ConnInfo,
     echo: &mut Form,
 ) -> Result<(User, TokenPair), ApiError> {
-    let form = parse_form(&read_body(rt, req).await?)?;
-    echo.username = form.username.clone();
-    echo.return_to = form.return_to.clone();
-    check_login_ip(rt, conn.peer.ip()).await?;
+    // `login_per_ip` is charged first, as for a JSON login: malformed and oversized
+    // posts count too. The body is still read when throttled, so that the page
+    // shown with the 429 keeps the username and return_to.
+    let limited = check_login_ip(rt, conn.peer.ip()).await;
+    let body = read_body(rt, req).await?;
+    let form = parse_form(&body);
+    let (Ok(f) | Err((f, _))) = &form;
+    echo.username = f.username.clone();
+    echo.return_to = f.return_to.clone();
+    limited?;
+    let form = form.map_err(|(_, e)| e)?;
     let user = authenticate(rt, &form.username, form.password).await?;
     let pair = issue_pair(rt, &user.username, &user.roles, None).await?;
     Ok((user, pair))
@@ -372,7 +378,9 @@ mod tests {
 
     #[test]
     fn forms_need_both_fields_once() {
-        let f = parse_form(b"username=alice&password=a+b%26c&return_to=%2Fx&submit=1").unwrap();
+        let Ok(f) = parse_form(b"username=alice&password=a+b%26c&return_to=%2Fx&submit=1") else {
+            panic!("a good form refused")
+        };
         assert_eq!(
             (
                 f.username.as_str(),
