@@ -45,37 +45,44 @@ impl Drop for Driver {
 
 impl Driver {
     async fn start(chromedriver: &Path) -> Driver {
-        // chromedriver has no "port 0": take a free port and hand it over.
-        let port = dead_addr().port();
-        let child = Command::new(chromedriver)
-            .arg(format!("--port={port}"))
-            .arg("--allowed-ips=127.0.0.1")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start chromedriver");
-        let d = Driver {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .timeout(Duration::from_secs(90))
-                .build()
-                .unwrap(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = d.http.get(format!("{}/status", d.base)).send().await {
-                if let Ok(v) = r.json::<Value>().await {
-                    if v["value"]["ready"] == true {
-                        return d;
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(90))
+            .build()
+            .unwrap();
+        // chromedriver has no "port 0": take a free port and hand it over. Another
+        // process may take it first; chromedriver then exits and we try another.
+        for _ in 0..3 {
+            let port = dead_addr().port();
+            let child = Command::new(chromedriver)
+                .arg(format!("--port={port}"))
+                .arg("--allowed-ips=127.0.0.1")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start chromedriver");
+            let mut d = Driver {
+                child,
+                base: format!("http://127.0.0.1:{port}"),
+                http: http.clone(),
+            };
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < deadline {
+                if let Ok(r) = d.http.get(format!("{}/status", d.base)).send().await {
+                    if let Ok(v) = r.json::<Value>().await {
+                        if v["value"]["ready"] == true {
+                            return d;
+                        }
                     }
                 }
+                if d.child.try_wait().ok().flatten().is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            assert!(Instant::now() < deadline, "chromedriver never became ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        panic!("chromedriver never became ready (3 attempts)");
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
