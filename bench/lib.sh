@@ -19,6 +19,7 @@ write_gateway_config() {
     cat > "$1" <<TOML
 [server]
 listen = ["127.0.0.1:0"]
+workers = 1
 header_read_timeout = "300s"
 idle_timeout = "300s"
 [identity]

@@ -24,7 +24,7 @@ for t in nginx wrk valgrind callgrind_control; do command -v "$t" >/dev/null || 
 . "$BENCH/lib.sh"
 start_upstream "$DIR"
 write_gateway_config "$DIR/gateway.toml" "$UP"
-AUTHGATE_LOG=${AUTHGATE_LOG:-info} TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
+AUTHGATE_LOG=${AUTHGATE_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
     "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)
 wait_ready "$DIR/ag.log" 600
 TOKEN=$(login_token "http://127.0.0.1:$PORT" '{"username":"profiler","password":"profile-password"}')

@@ -6,6 +6,8 @@ Reads from RUN_DIR (all tab-separated, written by run.sh):
   cases.tsv  id, label, group, status        (status "ok" or why the case has no data)
   runs.tsv   id, rep, req/s, p50 µs, p99 µs, requests, CPU µs per request, busy % before
   mem.tsv    id, before KiB, after KiB, connections, KiB per connection[, why it failed]
+  fixed.tsv  id, req/s, p50 µs, p99 µs, requests, CPU µs per request[, why it failed]
+             (one oha run per case at the fixed rate, latency-corrected)
   ready.json {"runs_ms": [...], "median_ms": m} or {"error": ...}
 Writes the Markdown report, the gnuplot data file, and prints the table and the
 PASS/FAIL lines to stdout.
@@ -17,7 +19,8 @@ import os
 import statistics
 import sys
 
-NGINX = "b"  # every ratio is to the nginx reverse-proxy row
+NGINX = "b"  # every ratio is to the nginx reverse-proxy row...
+ALL_CORES = {"b8", "e8"}  # ...except the every-core rows, compared with nginx on every core (b8)
 MEM_CASES = ("b", "c", "e")  # nginx, HAProxy, authgate public: the idle-connection memory test
 
 
@@ -43,6 +46,7 @@ def main(run_dir, out_md, chart_dat):
     for r in read_tsv(f"{run_dir}/runs.tsv"):
         runs.setdefault(r[0], []).append(r)
     mem = {r[0]: r for r in read_tsv(f"{run_dir}/mem.tsv")}
+    fixed = {r[0]: r for r in read_tsv(f"{run_dir}/fixed.tsv")}
     ready = {}
     if os.path.exists(f"{run_dir}/ready.json"):
         with open(f"{run_dir}/ready.json") as f:
@@ -61,18 +65,25 @@ def main(run_dir, out_md, chart_dat):
             m["busy"] = max(float(r[7]) for r in rs)
         if c["id"] in mem and fnum(mem[c["id"]][4]) is not None:
             m["mem"] = float(mem[c["id"]][4])
+        fx = fixed.get(c["id"])
+        if fx and fnum(fx[5]) is not None:
+            m["fx_p50"], m["fx_p99"], m["fx_cpu"] = float(fx[2]), float(fx[3]), float(fx[5])
         med[c["id"]] = m
     ref = med.get(NGINX, {})
 
     def ratio(cid, key):
-        v, r = med.get(cid, {}).get(key), ref.get(key)
+        base = med.get("b8", {}) if cid in ALL_CORES else ref
+        v, r = med.get(cid, {}).get(key), base.get(key)
         return v / r if v is not None and r else None
 
     def cell(v, fmt):
         return "n/a" if v is None else fmt.format(v)
 
+    rate = meta.get("fixed_rate", "").split(" ")[0]
+    k = f"{int(rate) // 1000}k/s" if rate.isdigit() else "fixed"
     head = ["case", "req/s", "×nginx", "p50 ms", "×nginx", "p99 ms", "×nginx",
-            "CPU µs/req", "×nginx", "KiB/idle conn", "×nginx"]
+            "CPU µs/req", "×nginx", "KiB/idle conn", "×nginx",
+            f"{k} p99 ms", "×nginx", f"{k} CPU µs/req", "×nginx"]
     rows = []
     for c in cases:
         m, i = med[c["id"]], c["id"]
@@ -84,6 +95,8 @@ def main(run_dir, out_md, chart_dat):
             cell(m.get("cpu"), "{:.1f}"), cell(ratio(i, "cpu"), "{:.2f}"),
             cell(m.get("mem"), "{:.2f}") if i in MEM_CASES else "",
             cell(ratio(i, "mem"), "{:.2f}") if i in MEM_CASES else "",
+            cell(m["fx_p99"] / 1000 if "fx_p99" in m else None, "{:.3f}"), cell(ratio(i, "fx_p99"), "{:.2f}"),
+            cell(m.get("fx_cpu"), "{:.1f}"), cell(ratio(i, "fx_cpu"), "{:.2f}"),
         ])
     widths = [max(len(str(r[k])) for r in rows + [head]) for k in range(len(head))]
 
@@ -125,6 +138,18 @@ def main(run_dir, out_md, chart_dat):
         detail = ", ".join(f"{short.get(i, i)} {cell(v, '{:.2f}')}×" for i, v in rs.items())
         # every case must have data for a PASS; a missing one makes the line N/A
         target(name, pick(known) if known and len(known) == len(rs) else None, ok_fn, detail)
+    for name, key, ok_fn, pick in (
+            (f"authgate CPU/req at {k} ≤ 1.0× nginx (public, EdDSA)", "fx_cpu", lambda v: v <= 1.0, max),
+            (f"authgate p99 at {k} ≤ 1.2× nginx (every authgate case)", "fx_p99", lambda v: v <= 1.2, max)):
+        ids = ("e", "f") if key == "fx_cpu" else ag
+        rs = {i: ratio(i, key) for i in ids if i in med}
+        known = [v for v in rs.values() if v is not None]
+        detail = ", ".join(f"{short.get(i, i)} {cell(v, '{:.2f}')}×" for i, v in rs.items())
+        target(name, pick(known) if known and len(known) == len(rs) else None, ok_fn, detail or "no fixed-rate runs")
+    r8 = ratio("e8", "rps")
+    target("authgate workers=auto requests/s ≥ 1.0× nginx worker_processes auto", r8, lambda v: v >= 1.0,
+           f"{cell(r8, '{:.2f}')}×: {cell(med.get('e8', {}).get('rps'), '{:,.0f}')} vs "
+           f"{cell(med.get('b8', {}).get('rps'), '{:,.0f}')} req/s")
     ma, mb = med.get("e", {}).get("mem"), ref.get("mem")
     target("authgate memory per idle connection ≤ nginx", ma / mb if ma is not None and mb else None,
            lambda v: v <= 1.0, f"{cell(ma, '{:.2f}')} vs {cell(mb, '{:.2f}')} KiB")
@@ -151,6 +176,8 @@ def main(run_dir, out_md, chart_dat):
     notes = [f"- ({c['id']}) {c['label']}: {c['status']}" for c in cases if c["status"] != "ok"]
     notes += [f"- ({r[0]}) idle-connection memory: {r[5]}" for r in mem.values()
               if len(r) > 5 and r[5] and fnum(r[4]) is None]
+    notes += [f"- ({r[0]}) fixed-rate run: {r[6]}" for r in fixed.values()
+              if len(r) > 6 and r[6] and fnum(r[5]) is None]
 
     # a busy machine makes every figure suspect: say so next to the table
     idle_max = fnum(meta.get("idle_max")) or 15
@@ -186,13 +213,18 @@ def main(run_dir, out_md, chart_dat):
            f"- versions: {meta.get('versions', '')}",
            f"- method: {meta.get('method', '')}",
            f"- authgate: {meta.get('authgate_settings', '')}",
+           f"- fixed rate: {meta.get('fixed_rate', '')}",
            f"- mode: {meta.get('mode', '')}", ""]
     md += table + [""]
     if warning:
         md += [f"**{warning}**", ""]
-    md += ["Ratios are to the nginx reverse-proxy row (b) of this same run; compare figures only "
-           "within one run. CPU µs/req is the proxy's own utime+stime (all its processes and "
-           "threads) divided by the requests wrk completed; for (a) it is the upstream nginx's.", ""]
+    md += ["Ratios are to the nginx reverse-proxy row (b) of this same run (rows b8 and e8, every "
+           "core for the proxy, to b8); compare figures only within one run. CPU µs/req is the "
+           "proxy's own utime+stime (all its processes and threads) divided by the requests "
+           "completed; for (a) it is the upstream nginx's. The fixed-rate columns come from one "
+           "oha run per case at that rate with latency correction (a request sent late because "
+           "the previous one was slow counts its wait), so p99 there is what a client at that "
+           "load sees; the rotating-token rows have none (oha sends one token).", ""]
     if rm is not None:
         md += [f"authgate start-to-ready (spawn → `listening on` on stderr): median **{rm} ms** "
                f"(runs: {', '.join(str(x) for x in ready.get('runs_ms', []))} ms)", ""]

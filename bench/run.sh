@@ -9,7 +9,9 @@
 # what users run), BENCH_DISTINCT_TOKENS (tokens rotated in the f2/g2/h2 cases, default 40000),
 # BENCH_BUDGET_S (soft time budget of the measurements, default 800 s),
 # BENCH_IDLE_MAX (wait until the machine is below this busy %, default 15), SKIP_INSTALL=1,
-# SKIP_BUILD=1, AUTHGATE_BIN (a binary to bench instead of building target/release/authgate). Writes bench/results/latest.{md,svg}; scratch files go to bench/run/.
+# SKIP_BUILD=1, AUTHGATE_BIN (a binary to bench instead of building target/release/authgate),
+# BENCH_RATE (the fixed-rate column's requests/s, default 5000; 0 skips it).
+# Writes bench/results/latest.{md,svg}; scratch files go to bench/run/.
 # Exits 0 even when targets fail (it is a measurement); non-zero only when it could not run.
 set -euo pipefail
 export PATH="$PATH:/usr/sbin:/sbin"   # nginx and haproxy live in sbin
@@ -27,11 +29,13 @@ IDLE_CONNS=${IDLE_CONNS:-5000}
 # f2/g2/h2 cases rotate through more than twice that many tokens, so every request is verified
 DISTINCT=${BENCH_DISTINCT_TOKENS:-40000}
 IDLE_MAX=${BENCH_IDLE_MAX:-15}
+RATE=${BENCH_RATE:-5000}               # fixed-rate column: every case at this rate (oha -q, latency-corrected)
 BUDGET=${BENCH_BUDGET_S:-800}         # soft: later cases are skipped past it
 HARD_LIMIT=900                        # hard: the watchdog stops the run (15 min of measuring)
 BASE=${BENCH_PORT_BASE:-18180}
 P_UP=$BASE P_NGX=$((BASE + 1)) P_HAP=$((BASE + 2)) P_HS=$((BASE + 3)) P_RS=$((BASE + 4))
 P_ES=$((BASE + 5)) P_AG_ED=$((BASE + 6)) P_AG_HS=$((BASE + 7)) P_AG_ES=$((BASE + 8))
+P_NGX_ALL=$((BASE + 9)) P_AG_ALL=$((BASE + 10))
 export AUTHGATE_LOG=${AUTHGATE_LOG:-info}
 AG=${AUTHGATE_BIN:-$REPO/target/release/authgate}   # AUTHGATE_BIN: bench another build (implies SKIP_BUILD=1)
 [ -n "${AUTHGATE_BIN:-}" ] && SKIP_BUILD=1
@@ -108,6 +112,15 @@ find_pyjwt() { # sets PYJWT to a python3 that has pyjwt + cryptography, or ""
 }
 install_deps() {
     local need=() installed_services=()
+    # oha (fixed-rate, latency-corrected runs) is not packaged by Debian: crates.io.
+    if ! command -v oha >/dev/null && [ "$RATE" != 0 ]; then
+        if command -v cargo >/dev/null; then
+            log "installing oha (cargo install oha --locked; a few minutes, once)"
+            timeout 1800 cargo install oha --locked >"$RUN/oha-install.log" 2>&1 \
+                || log "oha could not be installed (see bench/run/oha-install.log): no fixed-rate column"
+            export PATH="$PATH:$HOME/.cargo/bin"
+        fi
+    fi
     command -v nginx >/dev/null || { need+=(nginx); installed_services+=(nginx); }
     command -v haproxy >/dev/null || { need+=(haproxy); installed_services+=(haproxy); }
     command -v wrk >/dev/null || need+=(wrk)
@@ -179,7 +192,7 @@ wrk_run() {
         @*) opt=(-s "$BENCH/rotate_tokens.lua"); rest=(-- "${tok#@}" "/${url#http://*/}") ;;
         *) opt=(-H "Authorization: Bearer $tok") ;;
     esac
-    timeout -k 5 $((d + 20)) taskset -c 1 wrk -t1 -c"$CONNS" -d"${d}s" --timeout 5s --latency "${opt[@]}" "$url" "${rest[@]}" >"$out" 2>&1
+    timeout -k 5 $((d + 20)) taskset -c "$CLIENT_CORES" wrk -t"$WRK_THREADS" -c"$CONNS" -d"${d}s" --timeout 5s --latency "${opt[@]}" "$url" "${rest[@]}" >"$out" 2>&1
 }
 parse_wrk() { # prints: req/s p50_us p99_us requests non2xx socket_errors
     awk 'function us(v) { if (v ~ /us$/) return v+0; if (v ~ /ms$/) return (v+0)*1000; if (v ~ /s$/) return (v+0)*1e6; return v+0 }
@@ -192,7 +205,29 @@ parse_wrk() { # prints: req/s p50_us p99_us requests non2xx socket_errors
          END { printf "%s %s %s %s %d %d\n", rps, p50, p99, req, bad, err }' "$1"
 }
 
-CASES=$RUN/cases.tsv RUNS=$RUN/runs.tsv MEM=$RUN/mem.tsv
+# oha_run SECONDS OUTFILE URL [TOKEN] : RATE requests/s for SECONDS, latency-corrected (a late
+# request's wait counts in its latency, as wrk2 does), pinned like wrk; JSON to OUTFILE.
+oha_run() {
+    local d=$1 out=$2 url=$3 tok=${4:-} opt=()
+    [ -n "$tok" ] && opt=(-H "Authorization: Bearer $tok")
+    timeout -k 5 $((d + 20)) taskset -c "$CLIENT_CORES" oha --no-tui --output-format json -z "${d}s" \
+        -q "$RATE" -c "$CONNS" --latency-correction "${opt[@]}" "$url" >"$out" 2>"$out.err"
+}
+parse_oha() { # prints: req/s p50_us p99_us requests non2xx
+    python3 - "$1" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+codes = d.get("statusCodeDistribution", {})
+ok = sum(v for k, v in codes.items() if k.startswith("2"))
+total = sum(codes.values())
+p = d.get("latencyPercentiles", {})
+us = lambda k: (p.get(k) or 0) * 1e6
+print("%.1f %.0f %.0f %d %d" % (d["summary"]["requestsPerSec"], us("p50"), us("p99"), total, total - ok))
+PY
+}
+CLIENT_CORES=1 WRK_THREADS=1
+
+CASES=$RUN/cases.tsv RUNS=$RUN/runs.tsv MEM=$RUN/mem.tsv FIXED=$RUN/fixed.tsv
 case_status() { printf '%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$CASES"; }
 over_budget() { [ $((SECONDS - T_MEASURE)) -gt "$BUDGET" ]; }
 
@@ -229,6 +264,29 @@ run_case() {
         log "($id) $label: run $rep/$REPS: $(printf '%.0f' "$rps") req/s, p50 $(printf '%.0f' "$p50") µs, p99 $(printf '%.0f' "$p99") µs, CPU $cpu_us µs/req$([ "${err:-0}" -gt 0 ] && echo ", $err socket errors")"
     done
     case_status "$id" "$label" "$group" ok
+    fixed_rate "$id" "$label" "$url" "$tok" "${pids[@]}"
+}
+
+# fixed_rate ID LABEL URL TOKEN PID... : one oha run at RATE req/s (gateways in production run
+# below saturation): latency-corrected p50/p99 and CPU per request at that rate
+fixed_rate() {
+    local id=$1 label=$2 url=$3 tok=$4; shift 4
+    local f=$RUN/oha-$id.json c0 c1 rps p50 p99 req bad cpu_us
+    [ "$RATE" != 0 ] && command -v oha >/dev/null || return 0
+    case $tok in @*) printf '%s\t\t\t\t\t\t%s\n' "$id" "oha sends one token: no rotating-token run" >>"$FIXED"; return 0 ;; esac
+    [ -n "${AG_LOGFILE:-}" ] && : >"$AG_LOGFILE"
+    c0=$(cpu_ticks "$@")
+    if ! oha_run "$DUR" "$f" "$url" "$tok"; then
+        printf '%s\t\t\t\t\t\t%s\n' "$id" "oha failed: $(tail -1 "$f.err" | tr '\t' ' ')" >>"$FIXED"; return 0
+    fi
+    c1=$(cpu_ticks "$@")
+    read -r rps p50 p99 req bad <<<"$(parse_oha "$f")" || true
+    if [ -z "${req:-}" ] || [ "$req" = 0 ] || [ "${bad:-1}" -gt 0 ]; then
+        printf '%s\t\t\t\t\t\t%s\n' "$id" "${bad:-?} of ${req:-0} responses not 2xx" >>"$FIXED"; return 0
+    fi
+    cpu_us=$(awk -v d=$((c1 - c0)) -v hz="$HZ" -v n="$req" 'BEGIN { printf "%.3f", d * 1e6 / hz / n }')
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$id" "$rps" "$p50" "$p99" "$req" "$cpu_us" >>"$FIXED"
+    log "($id) $label: at $RATE req/s: $(printf '%.0f' "$rps") req/s, p50 $p50 µs, p99 $p99 µs, CPU $cpu_us µs/req"
 }
 
 # idle_mem ID PORT PATH PID... : RSS growth per idle keep-alive connection
@@ -257,11 +315,11 @@ nginx_pids() { # master + workers; the master binds before it forks, so wait for
     echo "$1" $kids
 }
 
-start_nginx() { # start_nginx NAME TEMPLATE PORT [UPSTREAM] : sets LAST_PID (master); core 0
-    local name=$1 tpl=$2 port=$3 up=${4:-}
+start_nginx() { # start_nginx NAME TEMPLATE PORT [UPSTREAM] [WORKERS] [CORES] : sets LAST_PID (master)
+    local name=$1 tpl=$2 port=$3 up=${4:-} workers=${5:-1} cores=${6:-0}
     mkdir -p "$RUN/$name-tmp"
-    fill "$tpl" "$RUN/$name.conf" NAME="$name" RUN="$RUN" PORT="$port" WORKERS=1 UPSTREAM="$up"
-    start_bg "$RUN/$name.out" taskset -c 0 nginx -p "$RUN" -e "$RUN/$name-error.log" -c "$RUN/$name.conf" -g 'daemon off;'
+    fill "$tpl" "$RUN/$name.conf" NAME="$name" RUN="$RUN" PORT="$port" WORKERS="$workers" UPSTREAM="$up"
+    start_bg "$RUN/$name.out" taskset -c "$cores" nginx -p "$RUN" -e "$RUN/$name-error.log" -c "$RUN/$name.conf" -g 'daemon off;'
     wait_port "$port" "$LAST_PID" 10 || { log "$name did not start: $(tail -2 "$RUN/$name.out" "$RUN/$name-error.log" 2>/dev/null | tr '\n' ' ')"; return 1; }
 }
 start_haproxy() { # start_haproxy NAME TEMPLATE PORT : foreground (-db), one thread, core 0
@@ -274,22 +332,22 @@ start_haproxy() { # start_haproxy NAME TEMPLATE PORT : foreground (-db), one thr
 # start_authgate NAME PORT ALG : one folder per instance under bench/run/, core 0;
 # sets LAST_PID, AG_LOGFILE and AG_ERR (why it failed)
 start_authgate() {
-    local name=$1 port=$2 alg=$3 dir=$RUN/$1 keyline i
+    local name=$1 port=$2 alg=$3 workers=${AG_WORKERS:-1} cores=${AG_CORES:-0} dir=$RUN/$1 keyline i
     mkdir -p "$dir/data"
     case $alg in
         HS256) keyline='secret = "env:AUTHGATE_JWT_SECRET"' ;;
         *) keyline='signing_key = "file:data/signing-key.pem"' ;;
     esac
-    fill "$BENCH/authgate.toml.in" "$dir/gateway.toml" PORT="$port" UPSTREAM_PORT="$P_UP" ALG="$alg" KEY_LINE="$keyline"
+    fill "$BENCH/authgate.toml.in" "$dir/gateway.toml" PORT="$port" UPSTREAM_PORT="$P_UP" ALG="$alg" KEY_LINE="$keyline" WORKERS="$workers"
     if [ "$alg" = ES256 ] && [ ! -f "$dir/data/signing-key.pem" ]; then
         "$AG" keys generate --alg ES256 --out "$dir/data/signing-key.pem" >"$dir/keygen.log" 2>&1 \
             || { AG_ERR="authgate keys generate --alg ES256 failed: $(tail -1 "$dir/keygen.log")"; return 1; }
     fi
     AG_LOGFILE=$dir/authgate.log
     : >"$AG_LOGFILE"
-    # one worker like the peers (tokio reads TOKIO_WORKER_THREADS); stderr appended so it can be truncated
-    TOKIO_WORKER_THREADS=1 AUTHGATE_JWT_SECRET=$AG_HS_SECRET \
-        start_bg "$AG_LOGFILE" taskset -c 0 "$AG" serve -c "$dir/gateway.toml"
+    # one worker like the peers (server.workers, above); stderr appended so it can be truncated
+    AUTHGATE_JWT_SECRET=$AG_HS_SECRET \
+        start_bg "$AG_LOGFILE" taskset -c "$cores" "$AG" serve -c "$dir/gateway.toml"
     for i in $(seq 300); do   # up to 15 s for "listening on"
         grep -q 'listening on' "$AG_LOGFILE" && return 0
         kill -0 "$LAST_PID" 2>/dev/null || break
@@ -358,8 +416,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((IDLE_CONNS + 1000)) ] \
     || { IDLE_CONNS=$(( $(ulimit -n) - 1000 )); log "fd limit $(ulimit -n): idle-connection test reduced to $IDLE_CONNS"; }
 
-for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES; do
-    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 9 ports)"
+for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES $P_NGX_ALL $P_AG_ALL; do
+    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 11 ports)"
 done
 
 # ---------------------------------------------------------------- 2. build authgate
@@ -457,7 +515,7 @@ if authgate_setup ag-eddsa "$P_AG_ED" EdDSA; then
     if over_budget; then echo '{"error": "skipped: time budget used up"}' >"$RUN/ready.json"
     else
         log "authgate start-to-ready: 5 starts"
-        python3 "$BENCH/ready_time.py" --port "$P_AG_ED" --runs 5 --env TOKIO_WORKER_THREADS=1 -- \
+        python3 "$BENCH/ready_time.py" --port "$P_AG_ED" --runs 5 -- \
             taskset -c 0 "$AG" serve -c "$RUN/ag-eddsa/gateway.toml" >"$RUN/ready.json" || true
         log "authgate start-to-ready: $(cat "$RUN/ready.json")"
     fi
@@ -484,6 +542,26 @@ for spec in "g ag-hs256 HS256 $P_AG_HS env:AUTHGATE_JWT_SECRET" "h ag-es256 ES25
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
 done
 
+# ---------------------------------------------------------------- 5b. every core
+# nginx `worker_processes auto` against authgate `workers = "auto"`: proxy, wrk (2 threads) and
+# the upstream share both cores, as on a machine where the gateway has every core.
+pin_upstream 0,1
+CLIENT_CORES=0,1 WRK_THREADS=2
+if start_nginx proxy-all "$BENCH/nginx-proxy.conf.in" "$P_NGX_ALL" "127.0.0.1:$P_UP" auto 0,1; then
+    NGX_PID=$LAST_PID; NGX_PIDS=($(nginx_pids "$NGX_PID"))
+    run_case b8 "nginx reverse proxy, worker_processes auto" peer "http://127.0.0.1:$P_NGX_ALL/public" "" "${NGX_PIDS[@]}"
+    stop_and_forget "$NGX_PID"
+else
+    case_status b8 "nginx reverse proxy, worker_processes auto" peer "nginx did not start"
+fi
+if AG_WORKERS='"auto"' AG_CORES=0,1 authgate_setup ag-all "$P_AG_ALL" EdDSA; then
+    run_case e8 "authgate public route, workers = auto" authgate "http://127.0.0.1:$P_AG_ALL/public" "" "$AG_PID"
+else
+    case_status e8 "authgate public route, workers = auto" authgate "$AG_ERR"
+fi
+[ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
+CLIENT_CORES=1 WRK_THREADS=1
+
 stop_and_forget "$UP_PID"
 stop_and_forget "$WATCHDOG"
 
@@ -502,7 +580,8 @@ commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo "none yet")
         "$(git -C "$REPO" --no-optional-locks diff --quiet HEAD 2>/dev/null || echo ', uncommitted changes')"
     printf 'method\twrk 1 thread, %s connections, %s s per run after a %s s warm-up, %s run(s) per case, medians; proxy (1 worker/thread) pinned to core 0, wrk and the upstream nginx to core 1 (the upstream on core 0 for case a); CPU from /proc/PID/stat at CLK_TCK=%s; memory: %s idle keep-alive connections, VmRSS after-before\n' \
         "$CONNS" "$DUR" "$WARM" "$REPS" "$HZ" "$IDLE_CONNS"
-    printf 'authgate_settings\tAUTHGATE_LOG=%s, access log to a file (nginx and HAProxy run with access logs off), TOKIO_WORKER_THREADS=1\n' "$AUTHGATE_LOG"
+    printf 'authgate_settings\tAUTHGATE_LOG=%s, access log to a file (nginx and HAProxy run with access logs off), workers = 1 (b8/e8: every core)\n' "$AUTHGATE_LOG"
+    printf 'fixed_rate\t%s\n' "$([ "$RATE" != 0 ] && command -v oha >/dev/null && echo "$RATE req/s per case for $DUR s with $(oha --version 2>/dev/null | head -1) (-q $RATE, --latency-correction, $CONNS connections)" || echo "not measured (oha missing or BENCH_RATE=0)")"
     printf 'idle_max\t%s\n' "$IDLE_MAX"
     printf 'mode\t%s\n' "$([ "$QUICK" = 1 ] && echo 'QUICK=1 (1 x 3 s: indicative only)' || echo full)"
 } >"$RUN/meta.tsv"

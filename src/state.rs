@@ -30,8 +30,6 @@ pub struct Runtime {
     pub limits: Limits,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     pub store: Arc<dyn UserStore>,
-    /// The connection builder with this config's limits and timeouts.
-    pub http: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     /// Metrics (and the log label) per route, then per identity endpoint, then "none".
     pub route_metrics: Vec<RouteMetrics>,
 }
@@ -54,6 +52,16 @@ impl Runtime {
         let passwords = PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
             .map_err(|e| BuildError(e.to_string()))?;
         let limits = Limits::new(&config.rate_limit);
+        let upstreams = config
+            .upstreams
+            .iter()
+            .enumerate()
+            .map(|(i, u)| {
+                UpstreamPool::new(u)
+                    .map(Arc::new)
+                    .map_err(|e| BuildError(format!("upstream[{i}].{e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         crate::metrics::install();
         let p = &config.identity.paths;
         let route_metrics = config
@@ -75,13 +83,8 @@ impl Runtime {
             jwks: Bytes::from(keys.jwks.to_string()),
             passwords,
             limits,
-            upstreams: config
-                .upstreams
-                .iter()
-                .map(|u| Arc::new(UpstreamPool::new(u)))
-                .collect(),
+            upstreams,
             store,
-            http: Arc::new(crate::server::http_builder(&config)),
             route_metrics,
             config: Arc::new(config),
         })

@@ -23,6 +23,30 @@ pub(super) fn position(text: &str, section: &str, key: &str) -> (usize, usize) {
     span.map(|s| r.line_col(s.start)).unwrap_or((1, 1))
 }
 
+/// Line and column of `key` in the `i`-th `[[upstream]]` (else of the table).
+fn upstream_position(text: &str, i: usize, key: &str) -> (usize, usize) {
+    let Ok(doc) = toml::de::DeTable::parse(text) else {
+        return (1, 1);
+    };
+    let span = doc
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "upstream")
+        .and_then(|(_, v)| match v.get_ref() {
+            toml::de::DeValue::Array(a) => a.get(i).map(|item| match item.get_ref() {
+                toml::de::DeValue::Table(t) => t
+                    .iter()
+                    .find(|(k, _)| k.get_ref() == key)
+                    .map(|(k, _)| k.span())
+                    .unwrap_or_else(|| item.span()),
+                _ => item.span(),
+            }),
+            _ => None,
+        });
+    let r = crate::config::reader::Reader::new(text);
+    span.map(|s| r.line_col(s.start)).unwrap_or((1, 1))
+}
+
 pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let config = match Config::load_file(path) {
         Ok(c) => c,
@@ -58,6 +82,16 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     if let Err(e) = crate::server::tls::acceptor(&config) {
         let (l, c) = position(&text, "server", "tls");
         errors.push(format!("{origin}:{l}:{c}: {e}"));
+    }
+    // SPEC §11: the CA, client certificate and key an https upstream names must
+    // load now, not at the first request.
+    for (i, u) in config.upstreams.iter().enumerate() {
+        if u.tls.is_some() {
+            if let Err(e) = crate::proxy::upstream::UpstreamPool::new(u) {
+                let (l, c) = upstream_position(&text, i, "tls");
+                errors.push(format!("{origin}:{l}:{c}: upstream[{i}].{e}"));
+            }
+        }
     }
     if let StoreUrl::Postgres(_) = config.identity.store {
         let (l, c) = position(&text, "identity", "store");
@@ -126,7 +160,12 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         rate(rl.register_per_ip)
     );
     for u in &config.upstreams {
-        let targets: Vec<String> = u.targets.iter().map(|t| format!("http://{t}")).collect();
+        let scheme = u.scheme();
+        let targets: Vec<String> = u
+            .targets
+            .iter()
+            .map(|t| format!("{scheme}://{t}"))
+            .collect();
         println!(
             "upstream  {}: {} (connect {:?}, timeout {:?})",
             u.name,

@@ -196,7 +196,7 @@ pub(super) fn explain(
     let fwd_path = route.forwarded_path(canon.clone());
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
     for t in &up.targets {
-        println!("forwards  {method} http://{t}{fwd_path}{q}");
+        println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
     }
     Ok(ExitCode::SUCCESS)
 }

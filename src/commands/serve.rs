@@ -14,7 +14,9 @@ pub(super) fn serve(
         crate::config::enable_demo_sessions();
     }
     let config = load(path)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // The control plane (signals, reload, admin listener, health checks): one
+    // thread is plenty; connections are served by the workers (SPEC §13).
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .thread_name("authgate")
         .build()

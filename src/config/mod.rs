@@ -92,6 +92,15 @@ pub struct Server {
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
     pub trusted_proxies: Vec<Cidr>,
+    /// SPEC §13: event-loop threads.
+    pub workers: Workers,
+}
+
+/// `server.workers`: `"auto"` (one per core) or a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Auto,
+    Count(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -211,13 +220,36 @@ pub struct HealthCheck {
 #[derive(Debug, Clone)]
 pub struct Upstream {
     pub name: String,
-    /// `host:port` authorities, reached over plain HTTP.
+    /// `host:port` authorities, reached over plain HTTP, or over TLS when `tls`
+    /// is set (the targets were `https://`; one upstream never mixes the two).
     pub targets: Vec<String>,
     pub connect_timeout: Duration,
     pub timeout: Duration,
     pub unhealthy_cooldown: Duration,
     pub retries: u32,
     pub health_check: Option<HealthCheck>,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Upstream {
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+}
+
+/// SPEC §11: how `https://` targets are verified, and the client certificate.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamTls {
+    /// Trusted on top of the system roots.
+    pub ca: Option<SecretRef>,
+    /// The name the certificate must carry; default: the target's host.
+    pub server_name: Option<String>,
+    pub client_cert: Option<SecretRef>,
+    pub client_key: Option<SecretRef>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

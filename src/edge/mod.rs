@@ -27,7 +27,10 @@ use error::ApiError;
 struct Trace {
     path: Option<String>,
     route: Option<RouteRef>,
-    upstream: Option<String>,
+    /// The upstream (its name) and, once one answered, the target that did.
+    upstream: Option<(usize, Option<usize>)>,
+    /// The verified caller, or the name an identity endpoint acted for.
+    caller: Option<Arc<Verified>>,
     user: Option<String>,
 }
 
@@ -110,11 +113,14 @@ pub fn authorize(
 }
 
 fn header_bytes<B>(req: &Request<B>) -> usize {
+    let u = req.uri();
     req.headers()
         .iter()
         .map(|(k, v)| k.as_str().len() + v.len() + 4)
         .sum::<usize>()
-        + req.uri().to_string().len()
+        + u.scheme_str().map_or(0, |s| s.len() + 3)
+        + u.authority().map_or(0, |a| a.as_str().len())
+        + u.path_and_query().map_or(1, |p| p.as_str().len())
 }
 
 /// `a=1&b=2` → `a=***&b=***`: query values may carry secrets.
@@ -181,20 +187,32 @@ pub async fn serve(
     let elapsed = started.elapsed();
     let m = rt.metrics_for(trace.route);
     m.record(status, elapsed.as_secs_f64());
-    let route = m.label();
-    tracing::info!(
-        target: "authgate::access",
-        request_id = request_id.to_str().unwrap_or(""),
-        method = %method,
-        path = trace.path.as_deref().unwrap_or("-"),
-        query = query.as_deref().unwrap_or(""),
-        route,
-        status,
-        upstream = trace.upstream.as_deref().unwrap_or("-"),
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-        user = trace.user.as_deref().unwrap_or("-"),
-        peer = %peer.ip(),
-    );
+    if crate::logging::access_enabled() {
+        let upstream = trace.upstream.map(|(u, t)| {
+            let pool = &rt.upstreams[u];
+            match t {
+                Some(t) => pool.targets[t].authority.as_str(),
+                None => pool.name.as_str(),
+            }
+        });
+        let user = match (&trace.caller, &trace.user) {
+            (Some(v), _) => v.sub.as_str(),
+            (None, Some(u)) => u.as_str(),
+            (None, None) => "-",
+        };
+        crate::logging::write_access(&crate::logging::AccessLine {
+            request_id: request_id.to_str().unwrap_or(""),
+            method: method.as_str(),
+            path: trace.path.as_deref().unwrap_or("-"),
+            query: query.as_deref().unwrap_or(""),
+            route: m.label(),
+            status,
+            upstream: upstream.unwrap_or("-"),
+            latency_micros: elapsed.as_micros() as u64,
+            user,
+            peer: peer.ip(),
+        });
+    }
     Ok(resp)
 }
 
@@ -256,7 +274,7 @@ async fn dispatch(
         }
         r => r?,
     };
-    trace.user = identity.as_ref().map(|v| v.sub.clone());
+    trace.caller = identity.clone();
     let forwarded_path = route.forwarded_path(path);
     let path_and_query = match req.uri().query() {
         Some(q) => {
@@ -284,16 +302,16 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
+    trace.upstream = Some((route.upstream, None));
     match forward(out, req).await {
         Ok((resp, target)) => {
-            trace.upstream = Some(target);
+            trace.upstream = Some((route.upstream, Some(target)));
             Ok(resp)
         }
         Err(e) => {
             metrics::counter!("authgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => e.kind())
                 .increment(1);
             tracing::warn!(upstream = %pool.name, error = ?e, "upstream request failed");
-            trace.upstream = Some(pool.name.clone());
             Err(e.into())
         }
     }

@@ -1,6 +1,7 @@
 //! Forwarding a request to its route's upstream and streaming the answer back.
 
 pub mod headers;
+pub mod pool;
 pub mod stall;
 pub mod upstream;
 
@@ -17,7 +18,7 @@ use crate::auth::jwt::Verified;
 use crate::body::{empty, Body, BoxError};
 use crate::edge::error::ApiError;
 use headers::{clean_response, ClientInfo, HeaderRules};
-use upstream::UpstreamPool;
+use upstream::{SendError, UpstreamPool};
 
 #[derive(Debug)]
 pub enum ProxyError {
@@ -107,11 +108,11 @@ pub struct Outgoing<'a> {
     pub client: ClientInfo<'a>,
 }
 
-/// Forwards `req`; returns the upstream's response and the target that served it.
+/// Forwards `req`; returns the upstream's response and the target (index) that served it.
 pub async fn forward(
     o: Outgoing<'_>,
     mut req: Request<Incoming>,
-) -> Result<(Response<Body>, String), ProxyError> {
+) -> Result<(Response<Body>, usize), ProxyError> {
     let websocket = is_websocket(&req);
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
@@ -139,6 +140,8 @@ pub async fn forward(
     } else {
         Some(NoTrailers(body).boxed())
     };
+    // Upstreams get the origin form (RFC 9112 §3.2.1); Host is set above.
+    let uri = Uri::from(path_and_query);
     let mut tried: Option<usize> = None;
     let mut attempts_left = 1 + o.pool.retries;
     // RFC 9110 §9.2.2: an idempotent request without a body may be replayed when the
@@ -150,57 +153,42 @@ pub async fn forward(
     loop {
         attempts_left -= 1;
         let i = replaying.unwrap_or_else(|| o.pool.pick(tried));
-        let target = &o.pool.targets[i];
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(http::uri::Scheme::HTTP);
-        uri.authority = target.parsed.clone();
-        uri.path_and_query = Some(path_and_query.clone());
-        let uri = Uri::from_parts(uri)
-            .map_err(|e| ProxyError::Protocol(format!("bad upstream URI: {e}")))?;
         // Retrying is only safe when nothing could have been sent: no body, and
         // another target to try.
         let can_retry = bodiless && attempts_left > 0 && o.pool.targets.len() > 1;
         let mut out = Request::new(body.take().unwrap_or_else(empty));
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
+        *out.uri_mut() = uri.clone();
         *out.version_mut() = Version::HTTP_11;
         *out.headers_mut() = if can_retry || replay {
             headers.clone()
         } else {
             std::mem::take(&mut headers)
         };
-        let client = if replaying.is_some() {
-            &o.pool.fresh
-        } else {
-            &o.pool.client
-        };
-        match tokio::time::timeout(o.pool.timeout, client.request(out)).await {
+        let fresh = replaying.is_some();
+        match tokio::time::timeout(o.pool.timeout, o.pool.send(i, out, fresh)).await {
             Err(_) => return Err(ProxyError::Timeout),
-            Ok(Err(e)) if e.is_connect() => {
+            Ok(Err(SendError::Connect(e))) => {
                 o.pool.mark_down(i);
                 if can_retry {
                     tried = Some(i);
                     body = Some(empty());
                     continue;
                 }
-                return Err(ProxyError::Connect(format!("{}: {e}", target.authority)));
+                return Err(ProxyError::Connect(e));
             }
-            Ok(Err(e)) if replay && closed_unanswered(&e) => {
-                tracing::debug!(target = %target.authority, error = %source_chain(&e), "upstream closed unanswered; replaying on a fresh connection");
+            Ok(Err(SendError::Closed(e))) if replay => {
+                tracing::debug!(error = %e, "upstream closed unanswered; replaying on a fresh connection");
                 replay = false;
                 replaying = Some(i);
                 attempts_left += 1;
                 body = Some(empty());
                 continue;
             }
-            Ok(Err(e)) => {
-                return Err(ProxyError::Protocol(format!(
-                    "{}: {}",
-                    target.authority,
-                    source_chain(&e)
-                )))
+            Ok(Err(SendError::Closed(e) | SendError::Protocol(e))) => {
+                return Err(ProxyError::Protocol(e))
             }
-            Ok(Ok(mut resp)) => {
+            Ok(Ok((mut resp, sender))) => {
                 o.pool.mark_up(i);
                 let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if upgraded && !websocket {
@@ -210,49 +198,35 @@ pub async fn forward(
                     ));
                 }
                 clean_response(resp.headers_mut(), upgraded);
-                if let (true, Some(client_upgrade)) = (upgraded, client_upgrade) {
-                    let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                    tokio::spawn(async move {
-                        if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
-                            let mut c = hyper_util::rt::TokioIo::new(c);
-                            let mut u = hyper_util::rt::TokioIo::new(u);
-                            let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-                        }
-                    });
+                if upgraded {
+                    // The connection becomes the tunnel; it never goes back to the pool.
+                    drop(sender);
+                    if let Some(client_upgrade) = client_upgrade {
+                        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(async move {
+                            if let (Ok(c), Ok(u)) = (client_upgrade.await, upstream_upgrade.await) {
+                                let mut c = hyper_util::rt::TokioIo::new(c);
+                                let mut u = hyper_util::rt::TokioIo::new(u);
+                                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
+                            }
+                        });
+                    }
+                    let resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed());
+                    return Ok((resp, i));
                 }
+                let key = o.pool.key(i);
                 // After the headers, `timeout` bounds each silence of the body (stall.rs).
                 let gap = o.pool.timeout;
                 let resp = resp.map(|b| {
-                    stall::ReadGap::new(b.map_err(|e| Box::new(e) as BoxError).boxed(), gap).boxed()
+                    stall::ReadGap::new(pool::Pooled::new(b, key, sender).boxed(), gap).boxed()
                 });
-                return Ok((resp, target.authority.clone()));
+                return Ok((resp, i));
             }
         }
     }
 }
 
-/// The upstream closed or reset the connection before any response head: the
-/// request can have had no answer (hyper: incomplete message; or a reset).
-fn closed_unanswered(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(c) = cur {
-        if let Some(h) = c.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() {
-                return true;
-            }
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind::*;
-            if matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
-                return true;
-            }
-        }
-        cur = c.source();
-    }
-    false
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn source_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

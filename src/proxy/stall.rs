@@ -2,7 +2,7 @@
 //! the gateway never hangs on an upstream's fault). `timeout` bounds the wait for
 //! the response headers (`forward`); after that the same duration bounds each
 //! silence, as nginx's `proxy_send_timeout` / `proxy_read_timeout` do:
-//! - [`StallConnector`]: a connection whose writes make no progress for that long
+//! - [`Guarded`]: a connection whose writes make no progress for that long
 //!   (an upstream that never reads a request body) fails, so its connection task
 //!   ends and the client's body is released instead of being held forever;
 //! - [`ReadGap`]: a response body with no frame for that long ends in an error, so
@@ -16,48 +16,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use tokio::time::Sleep;
 
 use crate::body::{Body, BoxError};
 
-/// `HttpConnector` whose connections fail a write that stays blocked for `send_timeout`.
-#[derive(Clone)]
-pub struct StallConnector {
-    pub inner: HttpConnector,
-    pub send_timeout: Duration,
-}
-
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<Guarded, BoxError>> + Send>>;
-
-impl tower_service::Service<http::Uri> for StallConnector {
-    type Response = Guarded;
-    type Error = BoxError;
-    type Future = ConnectFuture;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, dst: http::Uri) -> ConnectFuture {
-        let fut = self.inner.call(dst);
-        let send_timeout = self.send_timeout;
-        Box::pin(async move {
-            let io = fut.await?;
-            Ok(Guarded {
-                io,
-                send_timeout,
-                stalled: None,
-                armed: false,
-            })
-        })
-    }
-}
-
-type Io = <HttpConnector as tower_service::Service<http::Uri>>::Response;
-
 /// An upstream connection with a write-stall deadline.
-pub struct Guarded {
+pub struct Guarded<Io> {
     io: Io,
     send_timeout: Duration,
     /// The write-stall timer, allocated once per connection and re-armed.
@@ -65,7 +29,16 @@ pub struct Guarded {
     armed: bool,
 }
 
-impl Guarded {
+impl<Io> Guarded<Io> {
+    pub fn new(io: Io, send_timeout: Duration) -> Guarded<Io> {
+        Guarded {
+            io,
+            send_timeout,
+            stalled: None,
+            armed: false,
+        }
+    }
+
     fn progress<T>(
         &mut self,
         cx: &mut Context<'_>,
@@ -86,7 +59,7 @@ impl Guarded {
     }
 }
 
-impl Read for Guarded {
+impl<Io: Read + Unpin> Read for Guarded<Io> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -96,7 +69,7 @@ impl Read for Guarded {
     }
 }
 
-impl Write for Guarded {
+impl<Io: Write + Unpin> Write for Guarded<Io> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -126,12 +99,6 @@ impl Write for Guarded {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
-impl Connection for Guarded {
-    fn connected(&self) -> Connected {
-        self.io.connected()
     }
 }
 

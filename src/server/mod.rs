@@ -1,7 +1,9 @@
 //! Listeners, connections, limits, signals (reload, drain) and readiness.
 
 mod admin;
+mod conn;
 pub mod tls;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,11 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
@@ -23,36 +21,15 @@ use crate::state::{App, Runtime};
 #[error("{0}")]
 pub struct ServeError(pub String);
 
-/// One shared hyper builder, every limit set explicitly.
-pub fn http_builder(c: &Config) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        // Without a timer hyper's header_read_timeout is silently inactive.
-        .timer(TokioTimer::new())
-        // Slowloris bound. hyper also applies it while a keep-alive connection waits
-        // for its next request, so idle HTTP/1.1 connections close after
-        // min(idle_timeout, header_read_timeout) — see README.
-        .header_read_timeout(c.server.header_read_timeout.min(c.server.idle_timeout))
-        .keep_alive(true)
-        // Our own check answers 431 with JSON up to max_header_bytes; hyper's
-        // buffer cap is the hard backstop beyond it.
-        .max_buf_size((c.server.max_header_bytes * 2).max(8192));
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(c.server.max_header_bytes as u32)
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(c.server.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
-
 async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| ServeError(format!("cannot listen on {addr}: {e}")))
 }
 
-/// Runs the gateway until SIGTERM/SIGINT.
+/// Runs the gateway until SIGTERM/SIGINT. This runtime is the control plane
+/// (signals, reload, admin listener, health checks); connections are served by
+/// the workers (SPEC §13).
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
     let store =
         crate::store::open(&config.identity.store).map_err(|e| ServeError(e.to_string()))?;
@@ -73,25 +50,31 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     // Handlers go in before the ready line: a SIGHUP sent the moment we say we are
     // listening must reload, not kill the process (the default action).
     let signals = Signals::install()?;
-    let mut listeners = Vec::new();
+    let n = workers::count(&config);
+    let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..n).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
     for addr in &config.server.listen {
-        listeners.push(bind(*addr).await?);
+        let socks = workers::bind(*addr, n)?;
+        if let Some(a) = socks.first().and_then(|s| s.local_addr().ok()) {
+            bound.push(a);
+        }
+        for (w, s) in per_worker.iter_mut().zip(socks) {
+            w.push(s);
+        }
     }
     let admin = match &config.admin {
         Some(a) => Some(bind(a.listen).await?),
         None => None,
     };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let pool = workers::start(per_worker, app.clone(), stop_rx.clone()).await?;
     let scheme = if config.server.tls.is_some() {
         "https"
     } else {
         "http"
     };
-    let bound: Vec<SocketAddr> = listeners
-        .iter()
-        .filter_map(|l| l.local_addr().ok())
-        .collect();
     for a in &bound {
-        tracing::info!(target: "authgate::ready", "listening on {a} ({scheme})");
+        tracing::info!(target: "authgate::ready", workers = n, "listening on {a} ({scheme})");
     }
     if let Some(a) = admin.as_ref().and_then(|l| l.local_addr().ok()) {
         tracing::info!(target: "authgate::ready", "admin listening on {a}");
@@ -100,42 +83,18 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
 
     crate::metrics::spawn_upkeep();
     spawn_pruner(app.clone());
-
-    let graceful = Arc::new(GracefulShutdown::new());
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let mut loops = Vec::new();
-    for l in listeners {
-        loops.push(tokio::spawn(accept_loop(
-            l,
-            app.clone(),
-            graceful.clone(),
-            stop_rx.clone(),
-        )));
-    }
-    if let Some(l) = admin {
-        loops.push(tokio::spawn(admin::serve(l, app.clone(), stop_rx.clone())));
-    }
+    let admin_loop = admin.map(|l| tokio::spawn(admin::serve(l, app.clone(), stop_rx.clone())));
 
     wait_for_stop(signals, &app, &bound).await;
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     // Listeners close at once; in-flight requests get up to shutdown_grace.
+    let grace = app.current.load().config.server.shutdown_grace;
+    tracing::info!(grace = ?grace, "draining");
     let _ = stop_tx.send(true);
-    for l in loops {
+    if let Some(l) = admin_loop {
         let _ = l.await;
     }
-    let grace = app.current.load().config.server.shutdown_grace;
-    tracing::info!(connections = graceful.count(), grace = ?grace, "draining");
-    let Ok(graceful) = Arc::try_unwrap(graceful) else {
-        return Err(ServeError(
-            "internal: connection tracker still shared".into(),
-        ));
-    };
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown grace elapsed; closing remaining connections");
-    }
+    pool.join(grace + Duration::from_secs(1)).await;
     tracing::info!("stopped");
     Ok(())
 }
@@ -148,87 +107,6 @@ fn spawn_pruner(app: Arc<App>) {
             app.current.load().limits.prune();
         }
     });
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    app: Arc<App>,
-    graceful: Arc<GracefulShutdown>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        // At max_connections new connections wait unaccepted (SPEC §8).
-        let permit = tokio::select! {
-            p = app.conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-            _ = stop.changed() => return,
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => return,
-        };
-        let app = app.clone();
-        // The builder of the config in force when the connection arrives (reloadable).
-        let hyper = app.current.load().http.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            serve_conn(stream, peer, app, hyper, watcher).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn serve_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
-    app: Arc<App>,
-    hyper: Arc<auto::Builder<TokioExecutor>>,
-    watcher: Watcher,
-) {
-    let _ = stream.set_nodelay(true);
-    let acceptor = app.tls.load().as_ref().clone();
-    match acceptor {
-        Some(acceptor) => {
-            let timeout = app.current.load().config.server.header_read_timeout;
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let svc_app = app.clone();
-            let info = Arc::new(crate::edge::ConnInfo::new(peer, true));
-            let svc = service_fn(move |req| {
-                Box::pin(crate::edge::serve(svc_app.clone(), info.clone(), req))
-            });
-            let conn = hyper
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection closed with error");
-            }
-        }
-        None => {
-            let info = Arc::new(crate::edge::ConnInfo::new(peer, false));
-            let svc =
-                service_fn(move |req| Box::pin(crate::edge::serve(app.clone(), info.clone(), req)));
-            let conn = hyper
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .into_owned();
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(%peer, error = %e, "connection closed with error");
-            }
-        }
-    }
 }
 
 struct Signals {

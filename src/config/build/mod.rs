@@ -81,7 +81,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         .tables(doc, "", "upstream")
         .into_iter()
         .enumerate()
-        .filter_map(|(i, (t, span))| upstream(&mut r, t, &format!("upstream[{i}]"), span))
+        .filter_map(|(i, (t, span))| upstream(&mut r, t, &format!("upstream[{i}]"), span, base))
         .collect();
     let mut names = HashSet::new();
     for (i, (t, _)) in r.tables(doc, "", "upstream").into_iter().enumerate() {
@@ -289,7 +289,7 @@ upstream = "ap"
             lines,
             vec![
                 "gateway.toml:3:1: server.idle_timeout: \"forever\" is not a duration (e.g. \"250ms\", \"30s\", \"15m\", \"14d\")".to_string(),
-                "gateway.toml:4:1: server.colour: unknown key (expected one of: listen, tls, header_read_timeout, idle_timeout, max_connections, max_header_bytes, shutdown_grace, trusted_proxies)".to_string(),
+                "gateway.toml:4:1: server.colour: unknown key (expected one of: listen, tls, header_read_timeout, idle_timeout, max_connections, max_header_bytes, shutdown_grace, trusted_proxies, workers)".to_string(),
                 "gateway.toml:8:1: tokens.secret: secrets are never inline: write \"env:NAME\" or \"file:PATH\"".to_string(),
                 "gateway.toml:16:1: route[0].upstream: no upstream named \"ap\"".to_string(),
             ]
@@ -324,11 +324,83 @@ upstream = "ap"
     }
 
     #[test]
-    fn targets_must_be_plain_http() {
-        assert_eq!(target("http://127.0.0.1:9000").unwrap(), "127.0.0.1:9000");
-        assert_eq!(target("http://app.internal").unwrap(), "app.internal:80");
-        assert!(target("https://x:1").is_err());
+    fn targets_are_http_or_https_urls_without_a_path() {
+        let t = |s: &str| target(s).unwrap();
+        assert_eq!(t("http://127.0.0.1:9000"), ("127.0.0.1:9000".into(), false));
+        assert_eq!(t("http://app.internal"), ("app.internal:80".into(), false));
+        assert_eq!(t("https://x:1"), ("x:1".into(), true));
+        assert_eq!(
+            t("https://billing.internal"),
+            ("billing.internal:443".into(), true)
+        );
+        assert!(target("ftp://x:1").is_err());
         assert!(target("http://x:1/path").is_err());
         assert!(target("127.0.0.1:9000").is_err());
+    }
+
+    #[test]
+    fn upstream_tls_is_for_https_targets_and_needs_cert_and_key_together() {
+        let up = |targets: &str, tls: &str| {
+            MINIMAL.replace(
+                "targets = [\"http://127.0.0.1:9000\"]",
+                &format!("targets = {targets}\n{tls}"),
+            )
+        };
+        let c = load(&up(r#"["https://b.internal:8443"]"#, "")).unwrap();
+        assert!(c.upstreams[0].tls.is_some());
+        assert_eq!(c.upstreams[0].scheme(), "https");
+        let c = load(&up(
+            r#"["https://10.0.0.1:8443"]"#,
+            r#"tls = { ca = "file:ca.pem", server_name = "b.internal" }"#,
+        ))
+        .unwrap();
+        let tls = c.upstreams[0].tls.as_ref().unwrap();
+        assert_eq!(tls.server_name.as_deref(), Some("b.internal"));
+        assert!(tls.ca.is_some());
+        let e = load(&up(r#"["http://b:80"]"#, r#"tls = { ca = "file:ca.pem" }"#))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("upstream[0].tls: applies to https:// targets only"),
+            "{e}"
+        );
+        let e = load(&up(r#"["http://a:80", "https://b:443"]"#, ""))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mixes http:// and https://"), "{e}");
+        let e = load(&up(
+            r#"["https://b:443"]"#,
+            r#"tls = { client_cert = "file:c.pem" }"#,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("upstream[0].tls.client_key: missing"), "{e}");
+        let e = load(&up(r#"["https://b:443"]"#, r#"tls = { verify = false }"#))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("upstream[0].tls.verify"), "{e}");
+        let e = load(&up(
+            r#"["https://b:443"]"#,
+            r#"tls = { server_name = "not a name!" }"#,
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("upstream[0].tls.server_name"), "{e}");
+    }
+
+    #[test]
+    fn workers_is_auto_by_default_or_a_number() {
+        use crate::config::Workers;
+        assert_eq!(load(MINIMAL).unwrap().server.workers, Workers::Auto);
+        let with = |v: &str| format!("[server]\nworkers = {v}\n{MINIMAL}");
+        assert_eq!(load(&with("3")).unwrap().server.workers, Workers::Count(3));
+        assert_eq!(
+            load(&with("\"auto\"")).unwrap().server.workers,
+            Workers::Auto
+        );
+        for bad in ["0", "\"many\"", "2.5"] {
+            let e = load(&with(bad)).unwrap_err().to_string();
+            assert!(e.contains("server.workers"), "{bad}: {e}");
+        }
     }
 }

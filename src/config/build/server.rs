@@ -35,6 +35,7 @@ pub(super) fn server(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Server>
             "max_header_bytes",
             "shutdown_grace",
             "trusted_proxies",
+            "workers",
         ],
     );
     let mut listen = Vec::new();
@@ -118,6 +119,7 @@ pub(super) fn server(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Server>
             }
         }
     }
+    let workers = workers(r, t, p);
     Some(Server {
         listen,
         tls,
@@ -127,7 +129,31 @@ pub(super) fn server(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Server>
         max_header_bytes: max_header_bytes as usize,
         shutdown_grace,
         trusted_proxies,
+        workers,
     })
+}
+
+/// SPEC §13: `workers = "auto"` (one per core, the default) or a number of threads.
+fn workers(r: &mut Reader, t: &DeTable, p: &str) -> Workers {
+    let Some(f) = Reader::field(t, "workers") else {
+        return Workers::Auto;
+    };
+    let span = f.span.clone();
+    match f.value.get_ref() {
+        DeValue::String(s) if s.as_ref() == "auto" => Workers::Auto,
+        DeValue::Integer(_) => match r.bounded(t, p, "workers", 1, 1024) {
+            Some(n) => Workers::Count(n as usize),
+            None => Workers::Auto,
+        },
+        _ => {
+            r.error(
+                &span,
+                "server.workers",
+                "must be \"auto\" or a number of threads (1 to 1024)",
+            );
+            Workers::Auto
+        }
+    }
 }
 
 pub(super) fn admin(r: &mut Reader, t: &DeTable) -> Option<Admin> {

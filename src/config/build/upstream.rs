@@ -7,6 +7,7 @@ pub(super) fn upstream(
     t: &DeTable,
     p: &str,
     span: std::ops::Range<usize>,
+    base: &Path,
 ) -> Option<Upstream> {
     r.only_known(
         t,
@@ -19,6 +20,7 @@ pub(super) fn upstream(
             "unhealthy_cooldown",
             "retries",
             "health_check",
+            "tls",
         ],
     );
     let name = r.string(t, p, "name").map(|(s, _)| s);
@@ -26,6 +28,7 @@ pub(super) fn upstream(
         r.error(&span, &join(p, "name"), "missing");
     }
     let mut targets = Vec::new();
+    let mut schemes = HashSet::new();
     match r.strings(t, p, "targets") {
         Some((v, tspan)) => {
             if v.is_empty() {
@@ -33,9 +36,19 @@ pub(super) fn upstream(
             }
             for (i, s) in v.iter().enumerate() {
                 match target(s) {
-                    Ok(a) => targets.push(a),
+                    Ok((a, https)) => {
+                        targets.push(a);
+                        schemes.insert(https);
+                    }
                     Err(e) => r.error(&tspan, &format!("{p}.targets[{i}]"), e),
                 }
+            }
+            if schemes.len() > 1 {
+                r.error(
+                    &tspan,
+                    &join(p, "targets"),
+                    "mixes http:// and https:// targets; use one upstream for each",
+                );
             }
         }
         None if Reader::field(t, "targets").is_none() => {
@@ -64,7 +77,23 @@ pub(super) fn upstream(
         let interval = duration(r, ht, &hp, "interval", "5s");
         Some(HealthCheck { path, interval })
     });
+    let https = schemes.contains(&true);
+    let tls = upstream_tls(r, t, p, base);
+    let tls = match (https, tls) {
+        (true, tls) => Some(tls.unwrap_or_default()),
+        (false, None) => None,
+        (false, Some(_)) => {
+            let sp = Reader::field(t, "tls").map(|f| f.span).unwrap_or(span);
+            r.error(
+                &sp,
+                &join(p, "tls"),
+                "applies to https:// targets only (these targets are http://)",
+            );
+            None
+        }
+    };
     Some(Upstream {
+        tls,
         name: name?,
         targets,
         connect_timeout,
@@ -75,18 +104,76 @@ pub(super) fn upstream(
     })
 }
 
-/// `http://host:port` → `host:port`. Plain HTTP only: upstreams sit on a trusted network.
-pub(super) fn target(s: &str) -> Result<String, String> {
+/// SPEC §11: `tls = { ca, server_name, client_cert, client_key }`, all optional;
+/// a client certificate needs its key and the other way round.
+fn upstream_tls(r: &mut Reader, t: &DeTable, p: &str, base: &Path) -> Option<UpstreamTls> {
+    let (tt, span) = r.table(t, p, "tls")?;
+    let tp = join(p, "tls");
+    r.only_known(tt, &tp, &["ca", "server_name", "client_cert", "client_key"]);
+    let secret = |r: &mut Reader, key: &str| {
+        let (s, sp) = r.string(tt, &tp, key)?;
+        parse_secret_ref(&s, base)
+            .map_err(|e| r.error(&sp, &join(&tp, key), e))
+            .ok()
+    };
+    let ca = secret(r, "ca");
+    let client_cert = secret(r, "client_cert");
+    let client_key = secret(r, "client_key");
+    let server_name = match r.string(tt, &tp, "server_name") {
+        Some((s, sp)) => match rustls::pki_types::ServerName::try_from(s.as_str()) {
+            Ok(_) => Some(s),
+            Err(_) => {
+                r.error(
+                    &sp,
+                    &join(&tp, "server_name"),
+                    format!("{s:?} is not a DNS name or IP address"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    match (
+        Reader::field(tt, "client_cert").is_some(),
+        Reader::field(tt, "client_key").is_some(),
+    ) {
+        (true, false) => r.error(
+            &span,
+            &join(&tp, "client_key"),
+            "missing (client_cert needs its key)",
+        ),
+        (false, true) => r.error(
+            &span,
+            &join(&tp, "client_cert"),
+            "missing (client_key needs its certificate)",
+        ),
+        _ => {}
+    }
+    Some(UpstreamTls {
+        ca,
+        server_name,
+        client_cert,
+        client_key,
+    })
+}
+
+/// `http://host:port` → (`host:port`, false); `https://host:port` → (…, true).
+pub(super) fn target(s: &str) -> Result<(String, bool), String> {
     let uri: http::Uri = s.parse().map_err(|_| format!("{s:?} is not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let https = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => {
             return Err(format!(
-                "{s:?}: scheme {other:?} is not supported (use http://)"
+                "{s:?}: scheme {other:?} is not supported (use http:// or https://)"
             ))
         }
-        None => return Err(format!("{s:?}: expected http://HOST:PORT")),
-    }
+        None => {
+            return Err(format!(
+                "{s:?}: expected http://HOST:PORT or https://HOST:PORT"
+            ))
+        }
+    };
     if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
         return Err(format!(
             "{s:?}: a target is scheme://host:port only, no path"
@@ -98,6 +185,6 @@ pub(super) fn target(s: &str) -> Result<String, String> {
     if auth.as_str().contains('@') {
         return Err(format!("{s:?}: credentials in the URL are not allowed"));
     }
-    let port = auth.port_u16().unwrap_or(80);
-    Ok(format!("{}:{port}", auth.host()))
+    let port = auth.port_u16().unwrap_or(if https { 443 } else { 80 });
+    Ok((format!("{}:{port}", auth.host()), https))
 }
