@@ -119,14 +119,9 @@ fn a_raw_nul_or_control_byte_in_the_request_line_is_refused() {
         req.extend_from_slice(target);
         req.extend_from_slice(b" HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n");
         let r = raw_bytes(gw.addr, &req);
-        // hyper's parser refuses these bytes before the gateway sees a request, so
-        // the answer is hyper's bare 400.
-        assert_eq!(
-            r.status,
-            400,
-            "{:?}: {r:?}",
-            String::from_utf8_lossy(target)
-        );
+        // The connection guard refuses these bytes before hyper parses them, with
+        // the gateway's JSON error.
+        assert_json_error(&String::from_utf8_lossy(target), &r, 400, "invalid_request");
     }
     assert_eq!(up.count(), 0);
 }

@@ -25,6 +25,8 @@ pub enum ApiError {
     UserExists,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// The request head did not arrive within `header_read_timeout` (SPEC §8).
+    RequestTimeout,
     HeadersTooLarge,
     RateLimited {
         retry_after: u64,
@@ -52,6 +54,7 @@ impl ApiError {
             UserExists => StatusCode::CONFLICT,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
@@ -77,6 +80,7 @@ impl ApiError {
             UserExists => "user_exists",
             PayloadTooLarge => "payload_too_large",
             UnsupportedMediaType => "unsupported_media_type",
+            RequestTimeout => "request_timeout",
             HeadersTooLarge => "headers_too_large",
             RateLimited { .. } => "rate_limited",
             UpstreamUnavailable => "upstream_unavailable",
@@ -102,6 +106,7 @@ impl ApiError {
             UserExists => "A user with that name already exists".into(),
             PayloadTooLarge => "The request body is too large".into(),
             UnsupportedMediaType => "The request body must be application/json".into(),
+            RequestTimeout => "The request headers did not arrive in time".into(),
             HeadersTooLarge => "The request headers are too large".into(),
             RateLimited { retry_after } => format!("Too many attempts; retry in {retry_after} s"),
             UpstreamUnavailable => "The upstream could not be reached".into(),
@@ -183,6 +188,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::server::guard::HeadError> for ApiError {
+    fn from(e: crate::server::guard::HeadError) -> ApiError {
+        use crate::server::guard::HeadError;
+        match e {
+            HeadError::Timeout => ApiError::RequestTimeout,
+            HeadError::TooLarge => ApiError::HeadersTooLarge,
+            HeadError::Malformed(why) => {
+                ApiError::InvalidRequest(format!("Malformed request: {why}"))
+            }
+        }
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -220,6 +238,7 @@ mod tests {
                 415,
                 "unsupported_media_type",
             ),
+            (ApiError::RequestTimeout, 408, "request_timeout"),
             (ApiError::HeadersTooLarge, 431, "headers_too_large"),
             (
                 ApiError::RateLimited { retry_after: 3 },

@@ -227,6 +227,16 @@ async fn dispatch(
         return Err(ApiError::HeadersTooLarge);
     }
     check_host(&req)?;
+    // Raw bytes outside visible ASCII in the target (the guard checks a
+    // connection's first request; hyper lets them through on later ones) would be
+    // forwarded as bytes a strict HTTP/1.1 parser refuses.
+    if let Some(pq) = req.uri().path_and_query() {
+        if !pq.as_str().bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+            return Err(ApiError::InvalidRequest(
+                "Malformed request: the request target must be visible ASCII (percent-encode other bytes)".into(),
+            ));
+        }
+    }
     // Two Authorization headers mean two parsers may pick different ones.
     if req.headers().get_all(AUTHORIZATION).iter().nth(1).is_some() {
         return Err(ApiError::InvalidRequest(

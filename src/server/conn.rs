@@ -36,6 +36,8 @@ use crate::config::Config;
 use crate::edge::ConnInfo;
 use crate::state::App;
 
+use super::guard;
+
 /// The hyper builders of one config snapshot, rebuilt per worker when a reload
 /// swaps the snapshot (they carry its limits and timeouts).
 struct Protocols {
@@ -83,6 +85,13 @@ fn build(c: Arc<Config>) -> Protocols {
         .keep_alive_interval(Some(c.server.idle_timeout))
         .keep_alive_timeout(Duration::from_secs(20));
     Protocols { config: c, h1, h2 }
+}
+
+fn head_limits(c: &Config) -> guard::HeadLimits {
+    guard::HeadLimits {
+        timeout: c.server.header_read_timeout,
+        max_bytes: c.server.max_header_bytes,
+    }
 }
 
 /// How long a connection may sit without bytes: before its first request and
@@ -140,10 +149,19 @@ async fn serve_ready(
             };
             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
             let svc = service(app, Arc::new(ConnInfo::new(peer, true)), None);
-            let io = TokioIo::new(tls);
             if h2 {
+                let io = TokioIo::new(tls);
                 drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
             } else {
+                // SPEC §8: the first head is checked by the guard (JSON 400/408/431);
+                // later ones on this connection are hyper's and edge's.
+                let mut tls = tls;
+                let limits = head_limits(&protos.config);
+                let Some(read) = guard::next_head(&mut tls, Bytes::new(), limits, peer.ip()).await
+                else {
+                    return;
+                };
+                let io = TokioIo::new(guard::Prefixed::new(tls, read));
                 let conn = protos.h1.serve_connection(io, svc).with_upgrades();
                 drive(conn, &mut stop, None).await;
             }
@@ -204,6 +222,14 @@ async fn serve_h1(
     let mut prefix = Bytes::new();
     loop {
         let protos = protocols(&app);
+        // SPEC §8: each head that starts a hyper connection is read and checked by
+        // the guard first, so what hyper would refuse bare (or a stalled head it
+        // would close silently) gets the JSON 400/408/431.
+        let limits = head_limits(&protos.config);
+        let Some(read) = guard::next_head(&mut stream, prefix, limits, peer.ip()).await else {
+            return;
+        };
+        prefix = read;
         let io = TokioIo::new(Rewind { stream, prefix });
         // Boxed: the connection's state exists only while a request is served.
         let mut conn = Box::new(protos.h1.serve_connection(io, svc).with_upgrades());

@@ -2,6 +2,7 @@
 
 mod admin;
 mod conn;
+pub mod guard;
 pub mod tls;
 pub mod workers;
 

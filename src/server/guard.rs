@@ -1,0 +1,386 @@
+//! Request heads read and checked before hyper sees them, so that what hyper
+//! would refuse bare (or silently) gets the gateway's JSON error (SPEC §8):
+//! - a head not complete within `header_read_timeout` of its first byte → 408
+//!   (a connection that sent nothing is closed without an answer: browsers open
+//!   connections speculatively and would read an unasked 408 as the answer to
+//!   their next request);
+//! - a head past `max_header_bytes`, however far → 431;
+//! - a malformed request line or header line (obs-fold, no colon, whitespace before
+//!   the colon, control bytes, raw non-ASCII in the target, conflicting framing) → 400.
+//!
+//! Interface: [`next_head`] reads from a stream, after the bytes already read from
+//! it, until a whole head is there, and hands every byte back (for hyper, in front
+//! of the stream) — or answers and closes. `server::conn` calls it before each
+//! hyper connection it starts.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::edge::error::ApiError;
+
+/// Why a head was refused; `edge::error` turns it into the status and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadError {
+    Timeout,
+    TooLarge,
+    Malformed(&'static str),
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub timeout: Duration,
+    pub max_bytes: usize,
+}
+
+/// What a refused client may still send us, read and dropped so that it sees the
+/// answer instead of a reset (lingering close, as nginx does).
+const LINGER_BYTES: usize = 4 << 20;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// Reads until `buf` (bytes already read from `s`) holds a complete request head
+/// and checks it. `Some(bytes)`: everything read, head first, to be put in front
+/// of the stream for hyper; `None`: the connection is done (answered and closed,
+/// or closed by the client).
+pub async fn next_head<S>(
+    s: &mut S,
+    buf: Bytes,
+    limits: HeadLimits,
+    peer: std::net::IpAddr,
+) -> Option<Bytes>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let mut buf = BytesMut::from(&buf[..]);
+    let mut scanned = 0;
+    let verdict = loop {
+        match scan(&buf, scanned, limits.max_bytes) {
+            Scan::Complete(start, end) => break check_head(&buf[start..end]),
+            Scan::TooLarge => break Err(HeadError::TooLarge),
+            Scan::Partial => scanned = buf.len(),
+        }
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,
+            Err(_) => break Err(HeadError::Timeout),
+        }
+    };
+    match verdict {
+        Ok(()) => Some(buf.freeze()),
+        Err(e) => {
+            refuse(s, e, peer).await;
+            None
+        }
+    }
+}
+
+enum Scan {
+    /// The head spans `start..end` (leading empty lines skipped, RFC 9112 §2.2).
+    Complete(usize, usize),
+    Partial,
+    TooLarge,
+}
+
+/// Where the head in `buf` ends; `scanned` bytes were already searched (a client
+/// sending a byte at a time costs linear work, not quadratic).
+fn scan(buf: &[u8], scanned: usize, max: usize) -> Scan {
+    let start = buf
+        .iter()
+        .position(|b| !matches!(b, b'\r' | b'\n'))
+        .unwrap_or(buf.len());
+    let head = &buf[start..];
+    // The head ends at the first empty line: "\n\r\n" or "\n\n".
+    let from = scanned.saturating_sub(start + 2);
+    let end = head
+        .get(from..)
+        .unwrap_or_default()
+        .windows(2)
+        .enumerate()
+        .find_map(|(i, w)| {
+            let i = i + from;
+            match w {
+                [b'\n', b'\n'] => Some(i + 2),
+                [b'\n', b'\r'] if head.get(i + 2) == Some(&b'\n') => Some(i + 3),
+                _ => None,
+            }
+        });
+    match end {
+        Some(n) if n <= max => Scan::Complete(start, start + n),
+        Some(_) => Scan::TooLarge,
+        None if head.len() > max => Scan::TooLarge,
+        None => Scan::Partial,
+    }
+}
+
+/// RFC 9110 §5.6.2 token characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Checks one complete head (request line through the empty line) strictly, as
+/// RFC 9112 §3 and §5 read; what passes is also what hyper and the upstreams'
+/// strict parsers accept.
+pub fn check_head(head: &[u8]) -> Result<(), HeadError> {
+    use HeadError::Malformed;
+    let mut lines = head
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(|b| *b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Malformed("the request line is not METHOD TARGET VERSION"));
+    };
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+        return Err(Malformed("the method is not a token"));
+    }
+    if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Malformed(
+            "the request target must be visible ASCII (percent-encode other bytes)",
+        ));
+    }
+    if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+        return Err(Malformed("the HTTP version is not HTTP/1.1 or HTTP/1.0"));
+    }
+    let mut content_length: Option<&[u8]> = None;
+    let mut chunked_last = None;
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        if line.contains(&b'\r') {
+            return Err(Malformed("a bare CR in a header line"));
+        }
+        if matches!(line[0], b' ' | b'\t') {
+            return Err(Malformed("a folded header line (obs-fold)"));
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Err(Malformed("a header line without a colon"));
+        };
+        let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+            return Err(Malformed("a malformed header name"));
+        }
+        if !value
+            .iter()
+            .all(|b| matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff))
+        {
+            return Err(Malformed("a control character in a header value"));
+        }
+        if name.eq_ignore_ascii_case(b"content-length") {
+            // RFC 9112 §6.3: digits only; repeated values must agree.
+            if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+                return Err(Malformed("Content-Length is not a number"));
+            }
+            if content_length.is_some_and(|v| v != value) {
+                return Err(Malformed("conflicting Content-Length headers"));
+            }
+            content_length = Some(value);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            let last = value.rsplit(|b| *b == b',').next().map(trim_ows);
+            chunked_last = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+        }
+    }
+    match (content_length, chunked_last) {
+        (Some(_), Some(_)) => Err(Malformed("both Content-Length and Transfer-Encoding")),
+        (_, Some(false)) => Err(Malformed("the last transfer coding is not chunked")),
+        _ => Ok(()),
+    }
+}
+
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
+/// Writes the JSON error with `Connection: close`, then lingers: reads and drops
+/// what the client still sends (bounded) so the answer is not lost to a reset.
+async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
+    e: HeadError,
+    peer: std::net::IpAddr,
+) {
+    let err = ApiError::from(e);
+    let status = err.status();
+    let resp = err.into_response();
+    let request_id = crate::ids::request_id();
+    let body = match http_body_util::BodyExt::collect(resp.into_body()).await {
+        Ok(c) => c.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nx-request-id: {}\r\nconnection: close\r\n\r\n",
+        status.as_str(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+        request_id.to_str().unwrap_or("-"),
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    tracing::info!(
+        target: "authgate::access",
+        request_id = request_id.to_str().unwrap_or(""),
+        method = "-",
+        path = "-",
+        route = "-",
+        status = status.as_u16(),
+        upstream = "-",
+        user = "-",
+        peer = %peer,
+        "request head refused"
+    );
+    if s.write_all(&out).await.is_err() || s.flush().await.is_err() {
+        return;
+    }
+    let _ = s.shutdown().await;
+    let _ = tokio::time::timeout(LINGER_TIME, async {
+        let mut sink = [0u8; 16 * 1024];
+        let mut left = LINGER_BYTES;
+        while left > 0 {
+            match s.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
+    })
+    .await;
+}
+
+/// A stream with bytes already read put back in front of it.
+pub struct Prefixed<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(inner: S, prefix: Bytes) -> Prefixed<S> {
+        Prefixed { prefix, inner }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(out.remaining());
+            out.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, out)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(s: &[u8]) -> Result<(), HeadError> {
+        check_head(s)
+    }
+
+    #[test]
+    fn a_plain_head_passes_and_framing_conflicts_do_not() {
+        assert_eq!(
+            check(b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nX-A:  v v \r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(check(b"GET / HTTP/1.0\nHost: h\n\n"), Ok(()));
+        assert_eq!(
+            check(b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(
+            check(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
+            Ok(())
+        );
+        assert_eq!(
+            check(b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"),
+            Ok(()),
+            "obs-text in a value"
+        );
+        for bad in [
+            &b"GET / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"GET / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+            b"GET /\xc3\xa9 HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n",
+            b"GET / HTTP/1.1 \r\n\r\n",
+        ] {
+            assert!(check(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn the_scan_finds_the_end_skips_leading_blank_lines_and_bounds_the_size() {
+        assert!(matches!(
+            scan(b"\r\nGET / HTTP/1.1\r\n\r\nrest", 0, 100),
+            Scan::Complete(2, 20)
+        ));
+        assert!(matches!(
+            scan(b"GET / HTTP/1.1\n\n", 0, 100),
+            Scan::Complete(0, 16)
+        ));
+        assert!(matches!(
+            scan(b"GET / HTTP/1.1\r\nX: y\r\n", 0, 100),
+            Scan::Partial
+        ));
+        assert!(matches!(scan(&[b'a'; 101], 0, 100), Scan::TooLarge));
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend_from_slice(&[b'y'; 100]);
+        big.extend_from_slice(b"\r\n\r\n");
+        assert!(matches!(scan(&big, 0, 100), Scan::TooLarge));
+        // Resuming after a partial scan still finds an end that straddles reads.
+        let head = b"GET / HTTP/1.1\r\nX: y\r\n\r\n";
+        for split in 0..head.len() {
+            assert!(
+                matches!(scan(head, split, 100), Scan::Complete(0, 24)),
+                "resumed at {split}"
+            );
+        }
+    }
+}
