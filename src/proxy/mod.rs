@@ -185,6 +185,8 @@ pub async fn forward(
                 body = Some(empty());
                 continue;
             }
+            // An upstream that stopped reading the request did not answer in time.
+            Ok(Err(SendError::Stalled(_))) => return Err(ProxyError::Timeout),
             Ok(Err(SendError::Closed(e) | SendError::Protocol(e))) => {
                 return Err(ProxyError::Protocol(e))
             }

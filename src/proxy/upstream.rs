@@ -27,6 +27,9 @@ pub enum SendError {
     /// The upstream closed or reset the connection before any byte of answer
     /// (typically a pooled connection its keep-alive timeout closed as it was reused).
     Closed(String),
+    /// The upstream stopped reading the request for `timeout` (stall.rs): it did
+    /// not answer in time either.
+    Stalled(String),
     /// The request went out, or may have, and the exchange failed.
     Protocol(String),
 }
@@ -174,6 +177,8 @@ impl UpstreamPool {
         let msg = format!("{}: {}", self.targets[i].authority, super::source_chain(e));
         if closed_unanswered(e) {
             SendError::Closed(msg)
+        } else if send_stalled(e) {
+            SendError::Stalled(msg)
         } else {
             SendError::Protocol(msg)
         }
@@ -220,6 +225,19 @@ impl UpstreamPool {
 
 /// The upstream closed or reset the connection before any response head: the
 /// request can have had no answer (hyper: incomplete message; or a reset).
+fn send_stalled(e: &hyper::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(c) = cur {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        cur = c.source();
+    }
+    false
+}
+
 fn closed_unanswered(e: &hyper::Error) -> bool {
     if e.is_incomplete_message() {
         return true;
