@@ -187,10 +187,8 @@ fn raw_non_ascii_bytes_in_the_target_get_400_and_are_never_forwarded() {
     assert_eq!(up.count(), 0);
 }
 
-#[test]
-fn on_a_kept_alive_connection_a_later_bad_request_is_refused_too() {
-    let up = Upstream::start();
-    let gw = Gateway::start(&Cfg::new(up.addr));
+/// A connection that has had one bodiless GET answered (kept alive), ready for more.
+fn kept_alive(gw: &Gateway) -> (TcpStream, BufReader<TcpStream>) {
     let s = TcpStream::connect(gw.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
@@ -199,7 +197,6 @@ fn on_a_kept_alive_connection_a_later_bad_request_is_refused_too() {
     let mut line = String::new();
     r.read_line(&mut line).unwrap();
     assert!(line.starts_with("HTTP/1.1 200"), "{line}");
-    // Drain the first response, then send a bad second request on the same connection.
     let mut len = 0;
     loop {
         let mut l = String::new();
@@ -213,19 +210,47 @@ fn on_a_kept_alive_connection_a_later_bad_request_is_refused_too() {
     }
     let mut body = vec![0; len];
     r.read_exact(&mut body).unwrap();
-    (&s).write_all(
-        b"GET /public/caf\xc3\xa9 HTTP/1.1\r\nHost: gw.test\r\nConnection: close\r\n\r\n",
-    )
-    .unwrap();
-    let mut rest = Vec::new();
-    let _ = r.read_to_end(&mut rest);
-    assert_json_error(
-        "second request",
-        &parse_response(&rest),
-        400,
-        "invalid_request",
+    (s, r)
+}
+
+#[test]
+fn on_a_kept_alive_connection_later_bad_or_stalled_heads_are_refused_too() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&with_server(up.addr, "header_read_timeout = \"1s\"\n"));
+    let later: &[(&str, &[u8], u16)] = &[
+        (
+            "non-ASCII target",
+            b"GET /public/caf\xc3\xa9 HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+            400,
+        ),
+        (
+            "obs-fold",
+            b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-A: 1\r\n X-User: a\r\n\r\n",
+            400,
+        ),
+        (
+            "a stalled head",
+            b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\n",
+            408,
+        ),
+    ];
+    for (what, second, status) in later {
+        let (s, mut r) = kept_alive(&gw);
+        (&s).write_all(second).unwrap();
+        let mut rest = Vec::new();
+        let _ = r.read_to_end(&mut rest);
+        let code = if *status == 400 {
+            "invalid_request"
+        } else {
+            "request_timeout"
+        };
+        assert_json_error(what, &parse_response(&rest), *status, code);
+    }
+    assert_eq!(
+        up.count(),
+        later.len(),
+        "only the first GET of each connection"
     );
-    assert_eq!(up.count(), 1);
 }
 
 #[test]

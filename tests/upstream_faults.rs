@@ -173,6 +173,9 @@ fn assert_error(r: &Raw, status: u16, code: &str) {
 
 fn cfg(up: SocketAddr, timeout: &str) -> Cfg {
     let mut c = Cfg::new(up);
+    // Upstream connections are pooled per worker: with one, a second request
+    // reuses the first one's connection, which the keep-alive cases rely on.
+    c.server.push_str("workers = 1\n");
     c.rest = c
         .rest
         .replace("timeout = \"2s\"", &format!("timeout = \"{timeout}\""));
