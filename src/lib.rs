@@ -23,3 +23,17 @@ pub fn install_crypto() {
     let _ = jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.install_default();
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
+
+/// Property-test cases: 1,024 by default (all of them run in a few seconds in a
+/// debug build); `PROPTEST_CASES=N` for a longer run (bench/README.md).
+#[cfg(test)]
+pub(crate) fn test_cases() -> proptest::test_runner::Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    proptest::test_runner::Config {
+        cases,
+        ..proptest::test_runner::Config::default()
+    }
+}

@@ -440,3 +440,7 @@ mod tests {
         assert!(!satisfies(c, &req("missing", &["x"])));
     }
 }
+
+#[cfg(test)]
+#[path = "jwt_props.rs"]
+mod props;

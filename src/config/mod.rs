@@ -5,6 +5,9 @@ pub mod reader;
 pub mod redis_url;
 pub mod values;
 
+#[cfg(test)]
+mod props;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -206,3 +206,7 @@ mod tests {
         assert_eq!(n("*"), Err(PathError::NotAbsolute));
     }
 }
+
+#[cfg(test)]
+#[path = "normalize_props.rs"]
+mod props;

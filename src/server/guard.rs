@@ -383,4 +383,25 @@ mod tests {
             );
         }
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(crate::test_cases())]
+
+        #[test]
+        fn any_bytes_never_panic_and_an_accepted_head_is_clean(
+            head in prop::collection::vec(prop::sample::select(
+                b"GET /a HTTP/1.1\r\n\t :;,Xx-=0\x00\x7f\xc3\xa9".to_vec()), 0..80),
+            scanned in 0usize..100,
+        ) {
+            let _ = scan(&head, scanned.min(head.len()), 64);
+            if check_head(&head).is_ok() {
+                let line = head.split(|b| *b == b'\n').next().unwrap_or_default();
+                prop_assert!(line.split(|b| *b == b' ').nth(1).is_some_and(|t| t.iter().all(|b| (0x21..=0x7e).contains(b))));
+                prop_assert!(!head.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'), "bare CR");
+                prop_assert!(!head.windows(2).any(|w| w[0] == b'\n' && matches!(w[1], b' ' | b'\t')), "obs-fold");
+            }
+        }
+    }
 }
