@@ -466,3 +466,55 @@ fn bad_backend_urls_and_prefixes_are_check_errors_with_their_line() {
     );
     assert!(!out.stdout.contains("s3cret"));
 }
+
+/// GET /protected with a bearer token: the status and how long it took.
+async fn protected(gw: &Gateway, token: &str) -> (u16, Duration) {
+    let t = Instant::now();
+    let s = bearer_status(gw, "/protected/x", token).await;
+    (s, t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_blackholed_fresh_and_cached_tokens_still_pass_on_protected_routes() {
+    let up = Upstream::start();
+    let rp = RedisPrefix::new("proxied");
+    let relay = Relay::start(REDIS_ADDR);
+    let redis = format!("redis://{}", relay.addr);
+    let text = config(
+        &up,
+        &redis,
+        &rp.prefix,
+        "login_per_ip = \"20/min\"\nlogin_per_user = \"5/min\"\nregister_per_ip = \"10/hour\"",
+    );
+    let gws = gateways(1, &text).await;
+    let gw = &gws[0];
+    let (cached, _) = token_for(gw, "alice").await;
+    assert_eq!(protected(gw, &cached).await.0, 200);
+    relay.blackhole();
+    // Tokens are verified locally (SPEC §7): the proxied path never waits on Redis.
+    let signer = Signer::of_gateway(gw, jsonwebtoken::Algorithm::EdDSA);
+    for i in 0..5 {
+        let mut claims = good_claims("alice", &[]);
+        claims["jti"] = format!("fresh-{i}").into();
+        let fresh = signer.token(&claims);
+        for token in [&cached, &fresh] {
+            let (status, took) = protected(gw, token).await;
+            assert_eq!(status, 200);
+            // Far below any Redis timeout would matter, generous for a loaded CI.
+            assert!(took < Duration::from_secs(2), "{took:?}");
+        }
+    }
+    assert_eq!(
+        up.requests()
+            .iter()
+            .filter(|r| r.header("x-user").as_deref() == Some("alice"))
+            .count(),
+        11
+    );
+    // Nothing on that path even noticed: the backend is still believed up.
+    assert_eq!(backend_up(gw).await, Some(1.0));
+    assert_eq!(
+        gw.logs().matches("rate_limit backend unreachable").count(),
+        0
+    );
+}

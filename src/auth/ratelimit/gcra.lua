@@ -9,6 +9,11 @@
 -- The key holds the TAT in µs and expires exactly when it falls to now: a bucket
 -- that is full again is an absent key, so Redis never grows without bound.
 -- Returns {1, 0} when counted (or refunded), {0, wait µs} when over the limit.
+-- Redis < 5 replicates scripts verbatim and refuses writes after TIME unless
+-- told to replicate effects; from 5 on that is the default (7: always).
+if redis.replicate_commands then
+  redis.replicate_commands()
+end
 local now
 if ARGV[4] then
   now = tonumber(ARGV[4])
