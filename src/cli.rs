@@ -46,6 +46,9 @@ pub enum Command {
     /// Manage the user store offline.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// The user store as a whole.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -81,6 +84,15 @@ pub enum UsersCommand {
     SetPassword { name: String },
     /// Set a user's roles (comma-separated; "" clears).
     SetRoles { name: String, roles: String },
+    /// Revoke every access and refresh token issued to a user until now.
+    Revoke { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy users, live refresh tokens and revocations from one store to another
+    /// (sqlite:PATH, postgres://..., env:NAME or file:PATH); idempotent.
+    Copy { from: String, to: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ use crate::auth::jwt::{Issuer, Verifier};
 use crate::auth::keys::KeySet;
 use crate::auth::passwords::PasswordPool;
 use crate::auth::ratelimit::Limits;
+use crate::auth::revocation::Revocations;
 use crate::config::{Config, IdentityEndpoint};
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::HeaderRules;
@@ -30,6 +31,9 @@ pub struct Runtime {
     pub limits: Limits,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     pub store: Arc<dyn UserStore>,
+    /// SPEC §9: who is revoked since when; shared by every snapshot on one store
+    /// (the server hands the same one to each reload) and filled by its poller.
+    pub revocations: Arc<Revocations>,
     /// Metrics (and the log label) per route, then per identity endpoint, then "none".
     pub route_metrics: Vec<RouteMetrics>,
 }
@@ -85,6 +89,10 @@ impl Runtime {
             limits,
             upstreams,
             store,
+            revocations: Arc::new(Revocations::new(
+                config.identity.revocation_poll,
+                config.tokens.access_ttl + config.tokens.leeway,
+            )),
             route_metrics,
             config: Arc::new(config),
         })

@@ -696,7 +696,7 @@ async fn refresh_rotates_and_the_old_refresh_token_is_spent() {
 }
 
 #[tokio::test]
-async fn presenting_a_spent_refresh_token_revokes_its_newer_sibling() {
+async fn presenting_a_spent_refresh_token_revokes_its_newer_sibling_and_every_session() {
     let up = Upstream::start();
     let gw = Gateway::start(&Cfg::new(up.addr));
     assert_eq!(reg(&gw, "alice", PW).await.status, 201);
@@ -707,8 +707,9 @@ async fn presenting_a_spent_refresh_token_revokes_its_newer_sibling() {
     // A thief replays r1: refused, and the family dies.
     assert_error(&refresh(&gw, &r1).await, 401, "invalid_grant");
     assert_error(&refresh(&gw, &r2).await, 401, "invalid_grant");
-    // The other session is untouched.
-    assert_token_pair(&refresh(&gw, &other).await);
+    // SPEC §9: a detected reuse revokes every token of the user, so the
+    // other session (likely the thief's target too) ends as well.
+    assert_error(&refresh(&gw, &other).await, 401, "invalid_grant");
 }
 
 #[tokio::test]
@@ -809,6 +810,8 @@ async fn access_token_carries_kid_alg_and_every_claim() {
     assert!(iat.abs_diff(now) <= 5, "iat {iat} now {now}");
     assert!(nbf <= iat);
     assert_eq!(exp - iat, 900);
+    // SPEC §9 (see README): the issuing instant in ms, within iat's second.
+    assert_eq!(c["iat_ms"].as_u64().unwrap() / 1000, iat);
     let jti = c["jti"].as_str().unwrap();
     assert!(!jti.is_empty());
     assert_ne!(
@@ -820,7 +823,7 @@ async fn access_token_carries_kid_alg_and_every_claim() {
     names.sort_unstable();
     assert_eq!(
         names,
-        ["aud", "exp", "iat", "iss", "jti", "nbf", "roles", "sub"]
+        ["aud", "exp", "iat", "iat_ms", "iss", "jti", "nbf", "roles", "sub"]
     );
 }
 

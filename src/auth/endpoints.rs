@@ -27,25 +27,31 @@ impl From<PoolError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> ApiError {
-        match e {
-            StoreError::Conflict => ApiError::UserExists,
-            StoreError::Backend(m) => ApiError::Internal(m),
-        }
-    }
-}
-
-/// Runs a store call off the async workers.
+/// Runs a store call off the event loop (SPEC §13), bounded by
+/// `identity.store_timeout`: a dead or silent store is a 503 `store_unavailable`
+/// with `Retry-After`, never a hang or a 500 (SPEC §9).
 async fn store<T: Send + 'static>(
     rt: &Runtime,
     f: impl FnOnce(&dyn UserStore) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let s = rt.store.clone();
-    tokio::task::spawn_blocking(move || f(s.as_ref()))
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?
-        .map_err(ApiError::from)
+    let limit = rt.config.identity.store_timeout;
+    let retry_after = limit.as_secs_f64().ceil().max(1.0) as u64;
+    let unavailable = |why: String| {
+        tracing::warn!(error = %why, "user store unavailable");
+        ApiError::StoreUnavailable { retry_after }
+    };
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || f(s.as_ref()))).await {
+        Err(_) => Err(unavailable(format!(
+            "no answer within {}ms",
+            limit.as_millis()
+        ))),
+        Ok(Err(e)) => Err(ApiError::Internal(e.to_string())),
+        Ok(Ok(Ok(v))) => Ok(v),
+        Ok(Ok(Err(StoreError::Conflict))) => Err(ApiError::UserExists),
+        Ok(Ok(Err(StoreError::Unavailable(why)))) => Err(unavailable(why)),
+        Ok(Ok(Err(StoreError::Backend(m)))) => Err(ApiError::Internal(m)),
+    }
 }
 
 /// SPEC §3: usernames are 3–64 characters of `a-z 0-9 . _ @ -`, lowercased on input.
@@ -199,7 +205,9 @@ async fn register(
             Err(ApiError::UserExists) => "exists",
             Err(ApiError::RateLimited { .. }) => "rate_limited",
             Err(ApiError::RegistrationClosed) => "closed",
-            Err(ApiError::Internal(_)) | Err(ApiError::Overloaded { .. }) => "error",
+            Err(ApiError::Internal(_))
+            | Err(ApiError::Overloaded { .. })
+            | Err(ApiError::StoreUnavailable { .. }) => "error",
             Err(_) => "invalid",
         },
     );
@@ -258,7 +266,9 @@ pub(crate) fn count_login<T>(r: &Result<T, ApiError>) {
             Ok(_) => "success",
             Err(ApiError::InvalidCredentials) => "invalid_credentials",
             Err(ApiError::RateLimited { .. }) => "rate_limited",
-            Err(ApiError::Internal(_)) | Err(ApiError::Overloaded { .. }) => "error",
+            Err(ApiError::Internal(_))
+            | Err(ApiError::Overloaded { .. })
+            | Err(ApiError::StoreUnavailable { .. }) => "error",
             Err(_) => "invalid_request",
         },
     );
@@ -438,7 +448,9 @@ pub(crate) async fn rotate(rt: &Runtime, old: &str) -> Result<(String, TokenPair
     let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
         Rotation::Rotated { username } => username,
         Rotation::Reused => {
-            tracing::warn!("spent refresh token presented again: family revoked");
+            tracing::warn!(
+                "spent refresh token presented again: family and the user's tokens revoked"
+            );
             return Err(ApiError::InvalidGrant);
         }
         Rotation::Invalid => return Err(ApiError::InvalidGrant),
@@ -458,7 +470,20 @@ async fn logout(
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
     let body = read_json(rt, req).await?;
     let token = string_field(&body, "refresh_token")?;
+    // SPEC §9: `"everywhere": true` revokes every session of the token's user.
+    let everywhere = match body.get("everywhere") {
+        None | Some(Value::Bool(false)) => false,
+        Some(Value::Bool(true)) => true,
+        Some(_) => {
+            return Err(ApiError::InvalidRequest(
+                "\"everywhere\" must be true or false".into(),
+            ))
+        }
+    };
     let username = revoke(rt, &token).await?;
+    if everywhere {
+        revoke_everywhere(rt, &username).await?;
+    }
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::NO_CONTENT;
     Ok((r, Some(username)))
@@ -472,6 +497,21 @@ pub(crate) async fn revoke(rt: &Runtime, token: &str) -> Result<String, ApiError
         Rotation::Rotated { username } => Ok(username),
         Rotation::Reused | Rotation::Invalid => Err(ApiError::InvalidGrant),
     }
+}
+
+/// SPEC §9: every access and refresh token of `username` issued until now dies:
+/// on this gateway at once, on the others at their next revocation poll.
+pub(crate) async fn revoke_everywhere(rt: &Runtime, username: &str) -> Result<(), ApiError> {
+    let at = crate::store::now_ms();
+    let u = username.to_string();
+    store(rt, move |s| s.revoke_user(&u, at)).await?;
+    rt.revocations.merge(&[crate::store::Revocation {
+        username: username.to_string(),
+        not_before_ms: at,
+        updated_ms: 0,
+    }]);
+    tracing::info!(user = %username, "logged out everywhere: every token revoked");
+    Ok(())
 }
 
 #[cfg(test)]

@@ -317,6 +317,9 @@ struct AccessClaims<'a> {
     iss: &'a str,
     aud: &'a str,
     iat: u64,
+    /// SPEC §9: the issuing instant in ms, so a revocation and a login within
+    /// one second are told apart (see auth::revocation).
+    iat_ms: u64,
     nbf: u64,
     exp: u64,
     jti: String,
@@ -349,12 +352,14 @@ impl Issuer {
     }
 
     pub fn issue(&self, sub: &str, roles: &[String]) -> Result<String, TokenError> {
-        let now = now_secs();
+        let now_ms = crate::store::now_ms();
+        let now = now_ms / 1000;
         let claims = AccessClaims {
             sub,
             iss: &self.issuer,
             aud: &self.audience,
             iat: now,
+            iat_ms: now_ms,
             nbf: now,
             exp: now + self.ttl,
             jti: crate::ids::uuid_v4(),

@@ -7,4 +7,5 @@ pub mod jwt;
 pub mod keys;
 pub mod passwords;
 pub mod ratelimit;
+pub mod revocation;
 pub mod session;

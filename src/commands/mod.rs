@@ -4,6 +4,7 @@
 mod check;
 mod explain;
 mod serve;
+mod store;
 mod token;
 mod users;
 
@@ -17,7 +18,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
 use crate::auth::jwt::{satisfies, Verifier};
 use crate::auth::keys::{generate_pem, write_private, KeyError, KeySet};
-use crate::cli::{Cli, Command, KeysCommand, TokenCommand, UsersCommand};
+use crate::cli::{Cli, Command, KeysCommand, StoreCommand, TokenCommand, UsersCommand};
 use crate::config::{Algorithm, AuthMode, Config, StoreUrl};
 use crate::edge::normalize::normalize_path;
 use crate::proxy::headers::HeaderRules;
@@ -36,6 +37,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => serve(&cli.config, cli.log_format, true),
         Command::Check => check(&path),
         Command::Users(u) => users(&path, u),
+        Command::Store(StoreCommand::Copy { from, to }) => store::copy(&from, &to),
         Command::Keys(KeysCommand::Generate { alg, out, force }) => {
             let alg = Algorithm::parse(&alg)
                 .ok_or_else(|| anyhow!("--alg {alg:?}: expected EdDSA, ES256 or RS256"))?;

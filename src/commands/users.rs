@@ -45,7 +45,10 @@ pub(super) fn parse_roles(s: &str) -> anyhow::Result<Vec<String>> {
 
 pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
-    let store = crate::store::open(&config.identity.store)?;
+    let store = crate::store::open(
+        &config.identity.store,
+        crate::store::StoreOptions::of(&config.identity),
+    )?;
     let id = &config.identity;
     let check_len = |pw: &str| -> anyhow::Result<()> {
         let n = pw.chars().count();
@@ -78,7 +81,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             if !store.remove_user(&n)? {
                 bail!("no user {n:?}");
             }
-            println!("removed {n}");
+            println!("removed {n} (and revoked their tokens)");
         }
         UsersCommand::List => {
             for u in store.list_users()? {
@@ -99,7 +102,20 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             check_len(&pw)?;
             let hash = crate::auth::passwords::hash_now(id.password_hash, &pw)?;
             store.set_password(&n, &hash)?;
-            println!("password set for {n}");
+            // SPEC §9: a new password ends every session of the old one.
+            store.revoke_user(&n, crate::store::now_ms())?;
+            println!("password set for {n}; their earlier tokens are revoked");
+        }
+        UsersCommand::Revoke { name: n } => {
+            let n = name(&n)?;
+            if store.get_user(&n)?.is_none() {
+                bail!("no user {n:?}");
+            }
+            store.revoke_user(&n, crate::store::now_ms())?;
+            println!(
+                "revoked every token issued to {n} until now (every gateway within identity.revocation_poll = {:?})",
+                id.revocation_poll
+            );
         }
         UsersCommand::SetRoles { name: n, roles } => {
             let n = name(&n)?;

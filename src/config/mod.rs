@@ -3,6 +3,7 @@
 mod build;
 pub mod reader;
 pub mod redis_url;
+pub mod store_url;
 pub mod values;
 
 #[cfg(test)]
@@ -16,6 +17,7 @@ use http::{HeaderName, Method};
 
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
+pub use store_url::PgUrl;
 pub use values::{parse_origin, Cidr, Rate, SecretRef};
 
 /// Every problem found in one config file, printed one per line as
@@ -120,7 +122,7 @@ pub struct Admin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
-    Postgres(String),
+    Postgres(PgUrl),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,12 @@ pub struct Identity {
     pub paths: IdentityPaths,
     pub hash_concurrency: usize,
     pub hash_queue: usize,
+    /// SPEC §9: bounds every store call (default 2s).
+    pub store_timeout: Duration,
+    /// SPEC §9: connections per gateway to a shared store (default 16).
+    pub store_pool: usize,
+    /// SPEC §9: how often revocations are read from the store (default 1s).
+    pub revocation_poll: Duration,
 }
 
 #[derive(Debug, Clone)]

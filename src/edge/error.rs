@@ -36,6 +36,10 @@ pub enum ApiError {
         retry_after: u64,
     },
     UpstreamTimeout,
+    /// SPEC §9: the user store is unreachable or did not answer in time.
+    StoreUnavailable {
+        retry_after: u64,
+    },
     /// Our own fault (store unreachable, ...): the detail goes to the log, not the client.
     Internal(String),
 }
@@ -58,7 +62,7 @@ impl ApiError {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded { .. } | StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +90,7 @@ impl ApiError {
             UpstreamUnavailable => "upstream_unavailable",
             Overloaded { .. } => "overloaded",
             UpstreamTimeout => "upstream_timeout",
+            StoreUnavailable { .. } => "store_unavailable",
             Internal(_) => "internal_error",
         }
     }
@@ -112,6 +117,7 @@ impl ApiError {
             UpstreamUnavailable => "The upstream could not be reached".into(),
             Overloaded { .. } => "The gateway is overloaded; retry shortly".into(),
             UpstreamTimeout => "The upstream did not answer in time".into(),
+            StoreUnavailable { .. } => "The user store is unavailable; retry shortly".into(),
             Internal(_) => "Internal error".into(),
         }
     }
@@ -179,7 +185,9 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 h.insert(ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::RateLimited { retry_after } | ApiError::Overloaded { retry_after } => {
+            ApiError::RateLimited { retry_after }
+            | ApiError::Overloaded { retry_after }
+            | ApiError::StoreUnavailable { retry_after } => {
                 h.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
@@ -248,6 +256,11 @@ mod tests {
             (ApiError::UpstreamUnavailable, 502, "upstream_unavailable"),
             (ApiError::Overloaded { retry_after: 1 }, 503, "overloaded"),
             (ApiError::UpstreamTimeout, 504, "upstream_timeout"),
+            (
+                ApiError::StoreUnavailable { retry_after: 2 },
+                503,
+                "store_unavailable",
+            ),
         ];
         for (e, status, code) in table {
             assert_eq!(e.status().as_u16(), status, "{e:?}");

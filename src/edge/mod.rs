@@ -106,6 +106,11 @@ pub fn authorize(
         .verifier
         .verify(token)
         .map_err(|e| ApiError::InvalidToken(e.0))?;
+    // SPEC §9: after the signature and claims, before the policy; cached
+    // verifications pass here too, so the token cache honours revocations.
+    rt.revocations
+        .check(&v.sub, &v.claims, &rt.config.tokens.issuer)
+        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
     if !satisfies(&v.claims, &route.require) {
         return Err(ApiError::InsufficientScope);
     }

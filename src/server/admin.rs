@@ -19,18 +19,28 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(match req.uri().path() {
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" => {
-            let store = app.current.load().store.clone();
-            let ping = tokio::task::spawn_blocking(move || store.ping()).await;
+            let rt = app.current.load();
+            let store = rt.store.clone();
+            let limit = rt.config.identity.store_timeout;
+            drop(rt);
+            // Bounded like every store call: a silent store is "not ready", not a hang.
+            let ping =
+                tokio::time::timeout(limit, tokio::task::spawn_blocking(move || store.ping()))
+                    .await;
+            let failing = |message: String| {
+                json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({ "status": "unavailable", "failing": "store", "message": message }),
+                )
+            };
             match ping {
-                Ok(Ok(())) => json(StatusCode::OK, &json!({ "status": "ok" })),
-                Ok(Err(e)) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({ "status": "unavailable", "failing": "store", "message": e.to_string() }),
-                ),
-                Err(e) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &json!({ "status": "unavailable", "failing": "store", "message": e.to_string() }),
-                ),
+                Ok(Ok(Ok(()))) => json(StatusCode::OK, &json!({ "status": "ok" })),
+                Ok(Ok(Err(e))) => failing(format!("user store: {e}")),
+                Ok(Err(e)) => failing(format!("user store: {e}")),
+                Err(_) => failing(format!(
+                    "user store: no answer within {}ms",
+                    limit.as_millis()
+                )),
             }
         }
         "/metrics" => {

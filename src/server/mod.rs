@@ -17,6 +17,7 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
 use crate::state::{App, Runtime};
+use crate::store::StoreOptions;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -32,14 +33,23 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
 /// (signals, reload, admin listener, health checks); connections are served by
 /// the workers (SPEC §13).
 pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError> {
-    let store =
-        crate::store::open(&config.identity.store).map_err(|e| ServeError(e.to_string()))?;
     let tls = tls::acceptor(&config).map_err(ServeError)?;
-    let rt = tokio::task::spawn_blocking(move || Runtime::build(config, store))
-        .await
-        .map_err(|e| ServeError(e.to_string()))?
-        .map_err(|e| ServeError(e.to_string()))?;
+    // Opening a store connects and migrates: blocking work, off the event loop.
+    let rt = tokio::task::spawn_blocking(move || {
+        let store = crate::store::open(&config.identity.store, StoreOptions::of(&config.identity))
+            .map_err(|e| ServeError(format!("identity.store: {e}")))?;
+        let rt = Runtime::build(config, store).map_err(|e| ServeError(e.to_string()))?;
+        // SPEC §9: revocations survive restarts: all of them are in force before
+        // the first request.
+        rt.revocations
+            .poll(rt.store.as_ref())
+            .map_err(|e| ServeError(format!("identity.store: reading revocations: {e}")))?;
+        Ok::<_, ServeError>(rt)
+    })
+    .await
+    .map_err(|e| ServeError(e.to_string()))??;
     let config = rt.config.clone();
+    crate::auth::revocation::spawn_poller(rt.store.clone(), Arc::downgrade(&rt.revocations));
     rt.start_background();
     let app = Arc::new(App {
         current: ArcSwap::from_pointee(rt),
@@ -146,23 +156,49 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
     let path = app.config_path.clone();
     let old = app.current.load_full();
-    let (old_store, old_url) = (old.store.clone(), old.config.identity.store.clone());
+    let (old_store, old_revs) = (old.store.clone(), old.revocations.clone());
+    let old_key = (
+        old.config.identity.store.clone(),
+        StoreOptions::of(&old.config.identity),
+    );
     let built = tokio::task::spawn_blocking(move || {
         let cfg = Config::load_file(&path).map_err(|e| e.to_string())?;
         let tls = tls::acceptor(&cfg)?;
-        let store = if cfg.identity.store == old_url {
+        let opts = StoreOptions::of(&cfg.identity);
+        let same = (cfg.identity.store.clone(), opts) == old_key;
+        let store = if same {
             old_store
         } else {
-            crate::store::open(&cfg.identity.store).map_err(|e| format!("identity.store: {e}"))?
+            crate::store::open(&cfg.identity.store, opts)
+                .map_err(|e| format!("identity.store: {e}"))?
         };
-        let rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
-        Ok::<_, String>((rt, tls))
+        let mut rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
+        if same {
+            // The same store: the same revocations and poller.
+            let c = &rt.config;
+            old_revs.configure(
+                c.identity.revocation_poll,
+                c.tokens.access_ttl + c.tokens.leeway,
+            );
+            rt.revocations = old_revs;
+        } else {
+            rt.revocations
+                .poll(rt.store.as_ref())
+                .map_err(|e| format!("identity.store: reading revocations: {e}"))?;
+        }
+        Ok::<_, String>((rt, tls, same))
     })
     .await
     .map_err(|e| e.to_string())
     .and_then(|r| r);
     match built {
-        Ok((mut rt, tls)) => {
+        Ok((mut rt, tls, same_store)) => {
+            if !same_store {
+                crate::auth::revocation::spawn_poller(
+                    rt.store.clone(),
+                    Arc::downgrade(&rt.revocations),
+                );
+            }
             rt.limits.carry_over(&old.limits);
             let c = &rt.config;
             if c.server.listen != old.config.server.listen {

@@ -1,9 +1,17 @@
-//! The user store: users, roles, refresh tokens. One trait; SQLite is the
-//! embedded default. Calls block: async callers run them on `spawn_blocking`.
+//! The user store: users, roles, refresh tokens and revocations. One trait;
+//! SQLite is the embedded default, PostgreSQL the shared one (SPEC §9).
+//!
+//! Calls block. Async callers run them on `spawn_blocking`, never on an event-loop
+//! worker (SPEC §13); the PostgreSQL store drives its own small runtime inside
+//! each call, bounded by `identity.store_timeout`.
 
+pub mod copy;
+mod pg_tls;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::StoreUrl;
 
@@ -15,10 +23,33 @@ pub struct User {
     pub created_at: u64,
 }
 
+/// A refresh token as stored (only its SHA-256), for `store copy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRow {
+    pub token_hash: String,
+    pub family: String,
+    pub username: String,
+    pub expires_at: u64,
+}
+
+/// SPEC §9: every token issued to `username` before `not_before_ms` is revoked.
+/// `updated_ms` is when the row last changed, by the store's clock: pollers ask
+/// for rows changed since their last look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    pub username: String,
+    pub not_before_ms: u64,
+    pub updated_ms: u64,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("user already exists")]
     Conflict,
+    /// The store cannot be reached or did not answer within `store_timeout`:
+    /// the caller answers 503 `store_unavailable`, never 500 (SPEC §9).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     #[error("store error: {0}")]
     Backend(String),
 }
@@ -28,7 +59,8 @@ pub enum StoreError {
 pub enum Rotation {
     /// Spent the old token; the new one is stored in the same family.
     Rotated { username: String },
-    /// The token was already spent: its whole family is now revoked.
+    /// The token was already spent: its whole family is now revoked, and so is
+    /// every access token of its user (SPEC §9).
     Reused,
     /// Unknown, expired or revoked.
     Invalid,
@@ -44,7 +76,8 @@ pub trait UserStore: Send + Sync {
     fn get_user(&self, username: &str) -> Result<Option<User>, StoreError>;
     fn set_password(&self, username: &str, password_hash: &str) -> Result<bool, StoreError>;
     fn set_roles(&self, username: &str, roles: &[String]) -> Result<bool, StoreError>;
-    /// Removes the user and every refresh token they hold.
+    /// Removes the user and every refresh token they hold, and revokes their
+    /// access tokens (one transaction).
     fn remove_user(&self, username: &str) -> Result<bool, StoreError>;
     fn list_users(&self) -> Result<Vec<User>, StoreError>;
     fn insert_refresh(
@@ -63,15 +96,52 @@ pub trait UserStore: Send + Sync {
     ) -> Result<Rotation, StoreError>;
     /// Revokes the family of a live token. `Reused` and `Invalid` as for rotation.
     fn revoke_family(&self, token_hash: &str, now: u64) -> Result<Rotation, StoreError>;
+    /// SPEC §9: every refresh token of `username` dies and every access token
+    /// issued before `now_ms` is refused from the next poll on.
+    fn revoke_user(&self, username: &str, now_ms: u64) -> Result<(), StoreError>;
+    /// Revocations whose row changed after `after_ms` (store clock).
+    fn revocations_since(&self, after_ms: u64) -> Result<Vec<Revocation>, StoreError>;
+    /// Refresh tokens neither spent, revoked nor expired at `now` (for `store copy`).
+    fn live_refresh_tokens(&self, now: u64) -> Result<Vec<RefreshRow>, StoreError>;
+    /// `store copy`: inserts unless present; true when something was written.
+    fn import_user(&self, user: &User) -> Result<bool, StoreError>;
+    fn import_refresh(&self, row: &RefreshRow) -> Result<bool, StoreError>;
+    /// Keeps the later of the two not-befores; true when the row changed.
+    fn import_revocation(&self, r: &Revocation) -> Result<bool, StoreError>;
     fn ping(&self) -> Result<(), StoreError>;
 }
 
-pub fn open(url: &StoreUrl) -> Result<Arc<dyn UserStore>, StoreError> {
+/// How a shared store is reached: `identity.store_pool`, `identity.store_timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    pub pool: usize,
+    pub timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            pool: 16,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl StoreOptions {
+    pub fn of(id: &crate::config::Identity) -> StoreOptions {
+        StoreOptions {
+            pool: id.store_pool,
+            timeout: id.store_timeout,
+        }
+    }
+}
+
+/// Opens (and creates or migrates) the store. Blocking: never call it on an
+/// event-loop thread.
+pub fn open(url: &StoreUrl, opts: StoreOptions) -> Result<Arc<dyn UserStore>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(sqlite::SqliteStore::open(path)?)),
-        StoreUrl::Postgres(_) => Err(StoreError::Backend(
-            "the postgres:// store is not supported by this build; use sqlite:PATH".into(),
-        )),
+        StoreUrl::Postgres(u) => Ok(Arc::new(postgres::PostgresStore::open(u.as_str(), opts)?)),
     }
 }
 
@@ -84,4 +154,12 @@ pub fn roles_from_text(s: &str) -> Vec<String> {
         .filter(|r| !r.is_empty())
         .map(String::from)
         .collect()
+}
+
+/// Milliseconds since the epoch by this machine's clock.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
-use super::{roles_from_text, roles_to_text, Rotation, StoreError, User, UserStore};
+use super::{
+    roles_from_text, roles_to_text, RefreshRow, Revocation, Rotation, StoreError, User, UserStore,
+};
 
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -36,7 +38,32 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX refresh_tokens_family ON refresh_tokens(family);
      CREATE INDEX refresh_tokens_username ON refresh_tokens(username);",
+    // v2: SPEC §9 revocations (sub → not-before), polled by every gateway.
+    "CREATE TABLE revocations (
+        username TEXT PRIMARY KEY NOT NULL,
+        not_before_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE INDEX revocations_updated ON revocations(updated_ms);",
 ];
+
+/// Marks every refresh token of `username` revoked and records the not-before.
+/// `updated_ms` is this machine's clock: SQLite writers share the machine.
+fn revoke_in(tx: &rusqlite::Transaction, username: &str, now_ms: u64) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE refresh_tokens SET revoked = 1 WHERE username = ?1 AND revoked = 0",
+        [username],
+    )
+    .map_err(be)?;
+    tx.execute(
+        "INSERT INTO revocations (username, not_before_ms, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (username) DO UPDATE
+         SET not_before_ms = MAX(not_before_ms, excluded.not_before_ms), updated_ms = excluded.updated_ms",
+        params![username, now_ms as i64, super::now_ms() as i64],
+    )
+    .map_err(be)?;
+    Ok(())
+}
 
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
@@ -169,10 +196,13 @@ impl UserStore for SqliteStore {
             let tx = c
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be)?;
-            tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
-                .map_err(be)?;
             let n = tx
                 .execute("DELETE FROM users WHERE username = ?1", [username])
+                .map_err(be)?;
+            if n > 0 {
+                revoke_in(&tx, username, super::now_ms())?;
+            }
+            tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
                 .map_err(be)?;
             tx.commit().map_err(be)?;
             Ok(n > 0)
@@ -225,8 +255,9 @@ impl UserStore for SqliteStore {
                     .map_err(be)?;
                     Rotation::Rotated { username }
                 }
-                Found::Spent { family } => {
+                Found::Spent { family, username } => {
                     tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [family]).map_err(be)?;
+                    revoke_in(&tx, &username, super::now_ms())?;
                     Rotation::Reused
                 }
                 Found::Dead => Rotation::Invalid,
@@ -250,18 +281,107 @@ impl UserStore for SqliteStore {
                     .map_err(be)?;
                     Rotation::Rotated { username }
                 }
-                Found::Spent { family } => {
+                Found::Spent { family, username } => {
                     tx.execute(
                         "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
                         [family],
                     )
                     .map_err(be)?;
+                    revoke_in(&tx, &username, super::now_ms())?;
                     Rotation::Reused
                 }
                 Found::Dead => Rotation::Invalid,
             };
             tx.commit().map_err(be)?;
             Ok(out)
+        })
+    }
+
+    fn revoke_user(&self, username: &str, now_ms: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            revoke_in(&tx, username, now_ms)?;
+            tx.commit().map_err(be)
+        })
+    }
+
+    fn revocations_since(&self, after_ms: u64) -> Result<Vec<Revocation>, StoreError> {
+        self.with(|c| {
+            let mut s = c
+                .prepare_cached("SELECT username, not_before_ms, updated_ms FROM revocations WHERE updated_ms > ?1")
+                .map_err(be)?;
+            let rows = s
+                .query_map([after_ms.min(i64::MAX as u64) as i64], |r| {
+                    Ok(Revocation {
+                        username: r.get(0)?,
+                        not_before_ms: r.get::<_, i64>(1)? as u64,
+                        updated_ms: r.get::<_, i64>(2)? as u64,
+                    })
+                })
+                .map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+    }
+
+    fn live_refresh_tokens(&self, now: u64) -> Result<Vec<RefreshRow>, StoreError> {
+        self.with(|c| {
+            let mut s = c
+                .prepare(
+                    "SELECT token_hash, family, username, expires_at FROM refresh_tokens
+                     WHERE spent = 0 AND revoked = 0 AND expires_at > ?1 ORDER BY token_hash",
+                )
+                .map_err(be)?;
+            let rows = s
+                .query_map([now as i64], |r| {
+                    Ok(RefreshRow {
+                        token_hash: r.get(0)?,
+                        family: r.get(1)?,
+                        username: r.get(2)?,
+                        expires_at: r.get::<_, i64>(3)? as u64,
+                    })
+                })
+                .map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+    }
+
+    fn import_user(&self, u: &User) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO users (username, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (username) DO NOTHING",
+                params![u.username, u.password_hash, roles_to_text(&u.roles), u.created_at as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
+        })
+    }
+
+    fn import_refresh(&self, r: &RefreshRow) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (token_hash) DO NOTHING",
+                params![r.token_hash, r.family, r.username, r.expires_at as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
+        })
+    }
+
+    fn import_revocation(&self, r: &Revocation) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO revocations (username, not_before_ms, updated_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (username) DO UPDATE
+                 SET not_before_ms = excluded.not_before_ms, updated_ms = excluded.updated_ms
+                 WHERE not_before_ms < excluded.not_before_ms",
+                params![r.username, r.not_before_ms as i64, super::now_ms() as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
         })
     }
 
@@ -272,7 +392,7 @@ impl UserStore for SqliteStore {
 
 enum Found {
     Live { family: String, username: String },
-    Spent { family: String },
+    Spent { family: String, username: String },
     Dead,
 }
 
@@ -288,7 +408,7 @@ fn lookup(tx: &rusqlite::Transaction, hash: &str, now: u64) -> Result<Found, Sto
     Ok(match row {
         None => Found::Dead,
         Some((_, _, _, _, true)) => Found::Dead,
-        Some((family, _, _, true, false)) => Found::Spent { family },
+        Some((family, username, _, true, false)) => Found::Spent { family, username },
         Some((_, _, exp, false, false)) if (exp as u64) <= now => Found::Dead,
         Some((family, username, _, false, false)) => Found::Live { family, username },
     })

@@ -17,6 +17,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
 
 pub mod browser;
+pub mod cluster;
 pub mod services;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");

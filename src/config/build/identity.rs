@@ -17,28 +17,19 @@ pub(super) fn identity(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Ident
             "paths",
             "hash_concurrency",
             "hash_queue",
+            "store_timeout",
+            "store_pool",
+            "revocation_poll",
         ],
     );
     let store = match r.string(t, p, "store") {
-        Some((s, span)) => {
-            if let Some(path) = s.strip_prefix("sqlite:") {
-                if path.is_empty() {
-                    r.error(&span, "identity.store", "\"sqlite:\" needs a path");
-                }
-                StoreUrl::Sqlite(base.join(path))
-            } else if s.starts_with("postgres://") || s.starts_with("postgresql://") {
-                StoreUrl::Postgres(s)
-            } else {
-                r.error(
-                    &span,
-                    "identity.store",
-                    "expected \"sqlite:PATH\" or \"postgres://...\"",
-                );
-                StoreUrl::Sqlite(base.join("data/users.db"))
-            }
-        }
-        None => StoreUrl::Sqlite(base.join("data/users.db")),
+        Some((s, span)) => crate::config::store_url::parse(&s, base).unwrap_or_else(|e| {
+            r.error(&span, "identity.store", e);
+            crate::config::store_url::default_sqlite(base)
+        }),
+        None => crate::config::store_url::default_sqlite(base),
     };
+    let (store_timeout, store_pool, revocation_poll) = store_keys(r, t);
     let registration_open = match r.string(t, p, "registration") {
         Some((s, _)) if s == "open" => true,
         Some((s, _)) if s == "closed" => false,
@@ -142,5 +133,32 @@ pub(super) fn identity(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Ident
         paths,
         hash_concurrency,
         hash_queue,
+        store_timeout,
+        store_pool,
+        revocation_poll,
     })
+}
+
+/// SPEC §9: `store_timeout`, `store_pool`, `revocation_poll`.
+fn store_keys(r: &mut Reader, t: &DeTable) -> (Duration, usize, Duration) {
+    let p = "identity";
+    let positive =
+        |r: &mut Reader, key: &str, default: &str, min: Duration| match r.string(t, p, key) {
+            Some((s, span)) => match parse_duration(&s) {
+                Ok(d) if d >= min => d,
+                Ok(_) => {
+                    r.error(&span, &join(p, key), format!("must be at least {min:?}"));
+                    parse_duration(default).unwrap_or(min)
+                }
+                Err(e) => {
+                    r.error(&span, &join(p, key), e);
+                    parse_duration(default).unwrap_or(min)
+                }
+            },
+            None => parse_duration(default).unwrap_or(min),
+        };
+    let timeout = positive(r, "store_timeout", "2s", Duration::from_millis(10));
+    let poll = positive(r, "revocation_poll", "1s", Duration::from_millis(10));
+    let pool = r.bounded(t, p, "store_pool", 1, 1000).unwrap_or(16) as usize;
+    (timeout, pool, poll)
 }

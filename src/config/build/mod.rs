@@ -232,6 +232,9 @@ upstream = "app"
         assert_eq!(c.identity.paths.refresh, "/token/refresh");
         assert_eq!(c.identity.paths.jwks, "/.well-known/jwks.json");
         assert_eq!(c.identity.hash_queue, 64);
+        assert_eq!(c.identity.store_timeout, Duration::from_secs(2));
+        assert_eq!(c.identity.store_pool, 16);
+        assert_eq!(c.identity.revocation_poll, Duration::from_secs(1));
         assert_eq!(c.rate_limit.login_per_ip.unwrap().count, 20);
         assert_eq!(c.rate_limit.login_per_user.unwrap().count, 5);
         assert_eq!(
