@@ -352,3 +352,49 @@ async fn sslmode_require_encrypts_and_verify_full_refuses_an_untrusted_certifica
     };
     assert!(err.contains("identity.store"), "{err}");
 }
+
+#[test]
+fn the_scale_out_example_passes_check_with_its_credentials_in_place() {
+    let dir = TempDir::new("example");
+    let creds = dir.path().join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(
+        creds.join("store-url"),
+        "postgres://authgate:secret-pw@10.0.0.20:5432/authgate?sslmode=verify-full\n",
+    )
+    .unwrap();
+    let key = creds.join("signing-key");
+    let out = run_cli(
+        &dir.path().join("none.toml"),
+        &[
+            "keys",
+            "generate",
+            "--alg",
+            "EdDSA",
+            "--out",
+            key.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scale-out/gateway.toml"
+    ))
+    .unwrap()
+    .replace(
+        "/run/credentials/authgate.service/",
+        &format!("{}/", creds.display()),
+    );
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = run_cli(&path, &["check"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("postgres://authgate@10.0.0.20:5432/authgate (pool 16"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("secret-pw"));
+}
