@@ -142,18 +142,19 @@ async fn three_gateways_starting_together_on_an_empty_database_all_come_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_of_one_gateway_in_a_registration_burst_loses_no_201() {
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
+    type Seen = Arc<Mutex<Vec<(String, std::net::SocketAddr, Option<u16>)>>>;
     let mut c = Cluster::start("kill9", 2, "");
     let addrs = [c.gws[0].addr, c.gws[1].addr];
     let stop = Arc::new(AtomicBool::new(false));
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
     // Eight clients register new names on both gateways without pause until told
     // to stop, which is well after the kill.
     let workers: Vec<_> = (0..8)
         .map(|w| {
-            let stop = stop.clone();
+            let (stop, seen) = (stop.clone(), seen.clone());
             tokio::spawn(async move {
                 let cl = client();
-                let mut seen = Vec::new();
                 let mut i = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let addr = addrs[(w + i) % 2];
@@ -163,34 +164,48 @@ async fn kill_9_of_one_gateway_in_a_registration_burst_loses_no_201() {
                         .json(&json!({"username": name, "password": PW}))
                         .send()
                         .await;
-                    seen.push((name, addr, r.map(|r| r.status().as_u16()).ok()));
+                    let status = r.map(|r| r.status().as_u16()).ok();
+                    seen.lock().unwrap().push((name, addr, status));
                     i += 1;
                 }
-                seen
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answered = |addr| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, a, s)| *a == addr && *s == Some(201))
+            .count()
+    };
+    // Kill gateway 0 once it has acknowledged a few, with more on the way.
+    let ok = eventually(Duration::from_secs(30), || async {
+        answered(addrs[0]) >= 3
+    })
+    .await;
+    assert!(ok, "gateway 0 acknowledged nothing before the kill");
     c.gws[0].kill9();
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let after = answered(addrs[1]);
+    let ok = eventually(Duration::from_secs(30), || async {
+        answered(addrs[1]) >= after + 5
+    })
+    .await;
+    assert!(ok, "the survivor stopped acknowledging");
     stop.store(true, Ordering::SeqCst);
-    let mut results = Vec::new();
     for w in workers {
-        results.extend(w.await.unwrap());
+        w.await.unwrap();
     }
+    let results = seen.lock().unwrap().clone();
+    let failed_on_killed = results
+        .iter()
+        .filter(|(_, a, s)| *a == addrs[0] && s.is_none())
+        .count();
+    assert!(failed_on_killed > 0, "the kill hit the burst");
     let created: Vec<&String> = results
         .iter()
         .filter(|(_, _, s)| *s == Some(201))
         .map(|(n, _, _)| n)
         .collect();
-    let on_killed = |ok: bool| {
-        results
-            .iter()
-            .filter(|(_, a, s)| *a == addrs[0] && s.is_some() == ok)
-            .count()
-    };
-    assert!(on_killed(true) > 0, "gateway 0 answered before the kill");
-    assert!(on_killed(false) > 0, "the kill hit the burst");
     let stored = c.db.query("SELECT username FROM users ORDER BY username");
     for name in &created {
         assert!(
