@@ -460,7 +460,7 @@ fn bad_backend_urls_and_prefixes_are_check_errors_with_their_line() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout
-            .contains("shared in redis://:***@127.0.0.1:6379/2 (keys eu:…)"),
+            .contains("limits    login 20/min per IP, 5/min per user, register 10/hour per IP; shared in redis://:***@127.0.0.1:6379/2 (keys eu:…)"),
         "{}",
         out.stdout
     );

@@ -149,7 +149,12 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     );
     let rl = &config.rate_limit;
     let rate = |r: Option<crate::config::Rate>| match r {
-        Some(r) => format!("{}/{}s", r.count, r.per.as_secs()),
+        Some(r) => match r.per.as_secs() {
+            1 => format!("{}/sec", r.count),
+            60 => format!("{}/min", r.count),
+            3600 => format!("{}/hour", r.count),
+            s => format!("{}/{s}s", r.count),
+        },
         None => "off".into(),
     };
     let backend = match &rl.backend {
