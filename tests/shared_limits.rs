@@ -1,9 +1,11 @@
 //! Shared rate limits (SPEC §9): several gateways on one Redis count every limit
 //! together, with the in-process semantics; Redis down → each falls back to its
 //! own limiter and recovers by itself. Every test has a Redis key prefix of its
-//! own; each gateway has its own SQLite store (limits need no shared users).
+//! own; each gateway has its own SQLite store (limits need no shared users), but
+//! for the last test, where PostgreSQL and Redis go away together.
 mod common;
-use common::services::{redis_cli, RedisPrefix, Relay, REDIS_ADDR};
+use common::cluster::{login_pair, post, store_cfg, SharedKey};
+use common::services::{redis_cli, PgDb, RedisPrefix, Relay, PG_ADDR, REDIS_ADDR};
 use common::*;
 
 use std::time::{Duration, Instant};
@@ -517,4 +519,80 @@ async fn with_redis_blackholed_fresh_and_cached_tokens_still_pass_on_protected_r
         gw.logs().matches("rate_limit backend unreachable").count(),
         0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_postgres_and_redis_cut_fresh_and_cached_tokens_still_pass_on_protected_routes() {
+    let up = Upstream::start();
+    let db = PgDb::new("bothcut");
+    let (pg, redis) = (Relay::start(PG_ADDR), Relay::start(REDIS_ADDR));
+    let rp = RedisPrefix::new("bothcut");
+    let key = SharedKey::new();
+    let mut cfg = store_cfg(
+        up.addr,
+        &db.url_via(pg.addr),
+        &key.path,
+        "store_timeout = \"1s\"\n",
+    );
+    cfg.rate_limit = format!(
+        "login_per_ip = \"20/min\"\nlogin_per_user = \"5/min\"\nregister_per_ip = \"10/hour\"\n\
+         backend = \"redis://{}\"\nkey_prefix = \"{}\"\n",
+        redis.addr, rp.prefix
+    );
+    let gws = gateways(2, &cfg.render()).await;
+    assert_eq!(register(&gws[0], "alice", PW).await.status(), 201);
+    // One gateway's token, used on both (so cached by both).
+    let (cached, _) = login_pair(&gws[1], "alice", PW).await;
+    for gw in &gws {
+        assert_eq!(protected(gw, &cached).await.0, 200);
+    }
+    let signer = Signer::from_pem(
+        &std::fs::read(&key.path).unwrap(),
+        jsonwebtoken::Algorithm::EdDSA,
+    );
+    for (round, outage) in ["cut", "blackhole"].into_iter().enumerate() {
+        for r in [&pg, &redis] {
+            if outage == "cut" {
+                r.cut()
+            } else {
+                r.blackhole()
+            }
+        }
+        for (g, gw) in gws.iter().enumerate() {
+            let mut claims = good_claims("alice", &[]);
+            claims["jti"] = format!("fresh-{round}-{g}").into();
+            let fresh = signer.token(&claims);
+            for token in [&cached, &fresh] {
+                let (status, took) = protected(gw, token).await;
+                assert_eq!(status, 200, "{outage}, gateway {g}");
+                assert!(
+                    took < Duration::from_secs(2),
+                    "{outage}, gateway {g}: {took:?}"
+                );
+            }
+            // The identity endpoints say the store is down, promptly, never a 500.
+            let t = Instant::now();
+            let (status, v) = post(
+                gw,
+                "/login",
+                serde_json::json!({"username": "alice", "password": PW}),
+            )
+            .await;
+            assert_eq!(
+                (status, v["error"].as_str()),
+                (503, Some("store_unavailable")),
+                "{outage}: {v}"
+            );
+            assert!(
+                t.elapsed() < Duration::from_secs(6),
+                "{outage}: login took {:?}",
+                t.elapsed()
+            );
+        }
+        pg.restore();
+        redis.restore();
+    }
+    for gw in &gws {
+        wait_backend(gw, 1.0).await;
+    }
 }
