@@ -142,7 +142,7 @@ async fn five_failures_shared_then_refused_with_the_computed_wait() {
     }
     // 5/min: the sixth fits 12 s after the first.
     let wait = l.reserve_login_user("alice").await.err().unwrap();
-    assert!((10..=12).contains(&wait), "{wait}");
+    assert!((6..=12).contains(&wait), "{wait}");
     // Another gateway (its own process state, same Redis) sees the same bucket.
     let other = shared_limits(5, &p).await;
     assert!(other.reserve_login_user("alice").await.is_err());
@@ -153,7 +153,7 @@ async fn five_failures_shared_then_refused_with_the_computed_wait() {
         .query(&mut inspect())
         .unwrap();
     // The key expires when the bucket is full again: 5 × 12 s from the first failure.
-    assert!((55_000..=60_000).contains(&pttl), "{pttl}");
+    assert!((50_000..=60_000).contains(&pttl), "{pttl}");
     cleanup(&p);
 }
 
@@ -200,9 +200,10 @@ async fn a_reservation_not_marked_failed_is_refunded_in_redis() {
 
 #[tokio::test]
 async fn an_unreachable_redis_falls_back_at_once_without_waiting() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("redis://{}", dead.local_addr().unwrap());
-    drop(dead);
+    // A listener that never accepts: connecting to it hangs until the probe's
+    // timeout (1 s), which no decision may wait for.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("redis://{}", silent.local_addr().unwrap());
     let l = Limits::new(&config(2, &url, "authgate:"));
     l.start();
     let started = Instant::now();
@@ -219,8 +220,14 @@ async fn an_unreachable_redis_falls_back_at_once_without_waiting() {
         "local limits bite"
     );
     assert!(l.login_ip("127.0.0.1".parse().unwrap()).await.is_ok());
-    assert!(started.elapsed() < Duration::from_millis(200));
+    // Generous for a loaded machine, still below the probe's 1 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_millis(750),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(!l.shared.as_ref().unwrap().is_up());
+    drop(silent);
 }
 
 #[tokio::test]
