@@ -8,6 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::auth::issuers::IssuerSet;
 use crate::auth::jwt::{Issuer, Verifier};
 use crate::auth::keys::KeySet;
 use crate::auth::passwords::PasswordPool;
@@ -25,7 +26,8 @@ pub struct Runtime {
     pub router: Router,
     pub rules: HeaderRules,
     pub verifier: Verifier,
-    pub issuer: Issuer,
+    /// Signs authgate's own tokens; `None` when `[identity] enabled = false`.
+    pub issuer: Option<Issuer>,
     pub jwks: Bytes,
     pub passwords: PasswordPool,
     pub limits: Limits,
@@ -51,7 +53,15 @@ pub struct BuildError(pub String);
 
 impl Runtime {
     pub fn build(config: Config, store: Arc<dyn UserStore>) -> Result<Runtime, BuildError> {
-        let keys = KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?;
+        // SPEC §10: with the built-in identity off there is no signing key to load.
+        let keys = if config.identity.enabled {
+            Some(KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?)
+        } else {
+            None
+        };
+        let issuers = Arc::new(IssuerSet::build(&config).map_err(|e| BuildError(e.to_string()))?);
+        let verifier = Verifier::new(&config, keys.as_ref(), issuers)
+            .map_err(|e| BuildError(format!("tokens: {e}")))?;
         let id = &config.identity;
         let passwords = PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
             .map_err(|e| BuildError(e.to_string()))?;
@@ -82,9 +92,12 @@ impl Runtime {
         Ok(Runtime {
             router: Router::new(&config),
             rules: HeaderRules::new(&config.forward, &config.server.trusted_proxies),
-            verifier: Verifier::new(&config, &keys),
-            issuer: Issuer::new(&config.tokens, &keys),
-            jwks: Bytes::from(keys.jwks.to_string()),
+            verifier,
+            issuer: keys.as_ref().map(|k| Issuer::new(&config.tokens, k)),
+            jwks: keys
+                .as_ref()
+                .map(|k| Bytes::from(k.jwks.to_string()))
+                .unwrap_or_default(),
             passwords,
             limits,
             upstreams,
@@ -102,9 +115,16 @@ impl Runtime {
     /// it stops by itself once the snapshot is dropped.
     pub fn start_background(&self) {
         self.limits.start();
+        self.verifier.issuers().start();
         for u in &self.upstreams {
             crate::proxy::upstream::spawn_health_checks(u);
         }
+    }
+
+    /// A reload keeps the keys of issuers whose config did not change, so their tokens
+    /// do not wait for the new snapshot's first fetch (which still happens at once).
+    pub fn carry_over_issuer_keys(&self, old: &Runtime) {
+        self.verifier.issuers().adopt_keys(old.verifier.issuers());
     }
 
     /// The metrics of a route, an identity endpoint, or of unmatched requests.

@@ -207,7 +207,7 @@ fn clear_session_cookies(h: &mut HeaderMap) {
 /// 200 for a JSON login with `"session": true` or a cookie refresh: the tokens
 /// go in the cookies only, never in the body, so page script never sees them.
 pub(crate) fn session_response(rt: &Runtime, pair: &TokenPair, username: &str) -> Response<Body> {
-    let body = json!({ "session": true, "username": username, "expires_in": rt.issuer.ttl() });
+    let body = json!({ "session": true, "username": username, "expires_in": rt.config.tokens.access_ttl.as_secs() });
     let mut r = json(StatusCode::OK, &body);
     set_session_cookies(rt, r.headers_mut(), pair);
     r

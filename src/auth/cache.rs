@@ -104,7 +104,10 @@ mod tests {
 
     fn v() -> Arc<Verified> {
         Arc::new(Verified {
+            source: crate::config::IssuerRef::SelfIssued,
             sub: "a".into(),
+            iat: None,
+            issued_ms: None,
             claims: Default::default(),
             exp: 0,
             nbf: None,

@@ -394,7 +394,7 @@ impl TokenPair {
         json!({
             "access_token": self.access,
             "token_type": "Bearer",
-            "expires_in": rt.issuer.ttl(),
+            "expires_in": rt.config.tokens.access_ttl.as_secs(),
             "refresh_token": self.refresh,
         })
     }
@@ -407,8 +407,11 @@ pub(crate) async fn issue_pair(
     roles: &[String],
     rotated: Option<String>,
 ) -> Result<TokenPair, ApiError> {
-    let access = rt
+    let issuer = rt
         .issuer
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("the built-in identity is disabled".into()))?;
+    let access = issuer
         .issue(username, roles)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let refresh = match rotated {

@@ -2,6 +2,12 @@
 //!
 //! SPEC §4: the algorithm and keys come from config only — the token's `alg`
 //! never chooses, `kid` selects among configured keys only, `none` never passes.
+//! SPEC §10: the token's `iss` chooses between authgate's own keys and an external
+//! issuer's; `kid` then chooses among that issuer's keys only.
+//!
+//! Issue 10: the uncached path parses the header once, reads the payload into typed
+//! slots (no `serde_json::Map`), checks the signature with keys parsed at load time,
+//! and builds the identity header values once; they stay with the cached entry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,14 +15,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{DecodingKey, EncodingKey, Header, Validation};
-use serde::de::{MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
-use serde_json::{Map, Value};
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::Value;
 
 use super::cache::TokenCache;
+use super::issuers::{IssuerSet, IssuerState, LookupError};
 use super::keys::{jwt_alg, KeySet};
-use crate::config::{Config, Tokens};
+use super::token::{self, audience_matches, time, Alg, ClaimPlan, Claims, Slot};
+use super::vkey::{Check, VerifyKey};
+use crate::config::{Config, IssuerRef, Tokens};
 
 /// Tokens longer than this are refused before any parsing (the header cap is 64 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -29,6 +36,17 @@ fn bad(s: impl Into<String>) -> TokenError {
     TokenError(s.into())
 }
 
+/// Why a token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// 401 invalid_token, with the reason for `error_description`.
+    #[error("{0}")]
+    Invalid(#[from] TokenError),
+    /// SPEC §10: the token's issuer has no keys yet: 503 issuer_unavailable.
+    #[error("issuer {issuer} has no keys yet")]
+    Unavailable { issuer: String, retry_after: u64 },
+}
+
 pub fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -39,39 +57,19 @@ pub fn now_secs() -> u64 {
 /// A verified caller, ready to be injected: computed once per distinct token.
 #[derive(Debug)]
 pub struct Verified {
+    /// Who issued it: a route's `issuers` list is checked against this.
+    pub source: IssuerRef,
+    /// The identity: `sub` for authgate's tokens, the issuer's `identity_claim` else.
     pub sub: String,
-    pub claims: Map<String, Value>,
+    pub iat: Option<u64>,
+    /// When it was issued, in ms (`iat_ms`, else `iat`): for the revocation check (SPEC §9).
+    pub issued_ms: Option<u64>,
     pub exp: u64,
     pub nbf: Option<u64>,
     /// Identity and claim headers to set upstream (already checked as header values).
     pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-/// Claims as a map that refuses duplicate top-level keys: `{"sub":"a","sub":"admin"}`
-/// would otherwise mean different things to different JSON parsers.
-struct StrictClaims(Map<String, Value>);
-
-impl<'de> Deserialize<'de> for StrictClaims {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = StrictClaims;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<StrictClaims, A::Error> {
-                let mut out = Map::new();
-                while let Some((k, v)) = m.next_entry::<String, Value>()? {
-                    if out.contains_key(&k) {
-                        return Err(serde::de::Error::custom(format!("duplicate claim {k:?}")));
-                    }
-                    out.insert(k, v);
-                }
-                Ok(StrictClaims(out))
-            }
-        }
-        d.deserialize_map(V)
-    }
+    /// Only the claims some route's `require` names, for the policy check.
+    pub claims: Vec<(String, Value)>,
 }
 
 /// A claim value as a header value: strings as is, numbers and booleans printed,
@@ -113,10 +111,50 @@ fn header_value(name: &str, s: &str) -> Result<HeaderValue, TokenError> {
     HeaderValue::from_str(s).map_err(|_| bad(format!("claim {name} is not a valid header value")))
 }
 
-pub struct Verifier {
+/// authgate's own tokens: one algorithm, the configured keys, `iss` and `aud`.
+struct OwnTokens {
     alg: jsonwebtoken::Algorithm,
-    keys: HashMap<String, DecodingKey>,
-    validation: Validation,
+    iss: String,
+    audiences: Vec<String>,
+    keys: HashMap<String, VerifyKey>,
+}
+
+impl OwnTokens {
+    fn new(t: &Tokens, keys: &KeySet) -> Result<OwnTokens, TokenError> {
+        let alg = jwt_alg(t.algorithm);
+        let mut out = HashMap::with_capacity(keys.verifying.len());
+        for (kid, dec) in &keys.verifying {
+            let key = if alg == jsonwebtoken::Algorithm::HS256 {
+                VerifyKey::hmac(dec.try_get_as_bytes().map_err(|e| bad(e.to_string()))?)
+            } else {
+                let jwk = jsonwebtoken::jwk::Jwk::from_decoding_key(dec, Some(alg))
+                    .map_err(|e| bad(format!("key {kid}: {e}")))?;
+                let v = serde_json::to_value(&jwk).map_err(|e| bad(e.to_string()))?;
+                VerifyKey::from_jwk(&v, &[alg]).map_err(|e| bad(format!("key {kid}: {e}")))?
+            };
+            out.insert(kid.clone(), key);
+        }
+        Ok(OwnTokens {
+            alg,
+            iss: t.issuer.clone(),
+            audiences: vec![t.audience.clone()],
+            keys: out,
+        })
+    }
+}
+
+/// Which keys a token is checked against, chosen by its `iss`.
+enum Chosen<'a> {
+    Own(&'a OwnTokens),
+    External(usize, &'a Arc<IssuerState>),
+}
+
+pub struct Verifier {
+    own: Option<OwnTokens>,
+    issuers: Arc<IssuerSet>,
+    plan: ClaimPlan,
+    /// Claims any route requires: kept with the verified entry.
+    required: Vec<String>,
     leeway: u64,
     identity_header: HeaderName,
     claim_headers: Vec<(HeaderName, String)>,
@@ -124,30 +162,57 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn new(config: &Config, keys: &KeySet) -> Verifier {
-        let t = &config.tokens;
-        let mut validation = Validation::new(jwt_alg(t.algorithm));
-        validation.set_issuer(&[&t.issuer]);
-        validation.set_audience(&[&t.audience]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        validation.leeway = t.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        Verifier {
-            alg: jwt_alg(t.algorithm),
-            keys: keys.verifying.clone(),
-            validation,
-            leeway: t.leeway.as_secs(),
+    /// `keys` is `None` when the built-in identity is off (SPEC §10): then only the
+    /// issuers' tokens can pass.
+    pub fn new(
+        config: &Config,
+        keys: Option<&KeySet>,
+        issuers: Arc<IssuerSet>,
+    ) -> Result<Verifier, TokenError> {
+        let own = match keys {
+            Some(k) => Some(OwnTokens::new(&config.tokens, k)?),
+            None => None,
+        };
+        let mut plan = ClaimPlan::default();
+        // authgate's own tokens carry the issuing instant in ms (SPEC §9 revocation).
+        plan.add("iat_ms");
+        let mut required = Vec::new();
+        for i in &config.issuers {
+            plan.add(&i.identity_claim);
+        }
+        for (_, c) in &config.forward.claim_headers {
+            plan.add(c);
+        }
+        for r in &config.routes {
+            for (c, _) in &r.require {
+                plan.add(c);
+                if !required.contains(c) {
+                    required.push(c.clone());
+                }
+            }
+        }
+        Ok(Verifier {
+            own,
+            issuers,
+            plan,
+            required,
+            leeway: config.tokens.leeway.as_secs(),
             identity_header: config.forward.identity_header.clone(),
             claim_headers: config.forward.claim_headers.clone(),
             cache: TokenCache::new(16_384),
-        }
+        })
     }
 
-    /// Verifies a bearer token; a token seen before costs a cache lookup.
-    pub fn verify(&self, token: &str) -> Result<Arc<Verified>, TokenError> {
+    pub fn issuers(&self) -> &IssuerSet {
+        &self.issuers
+    }
+
+    /// Verifies a bearer token; a token seen before costs a cache lookup. Waits (up
+    /// to the issuer's `jwks_wait`) only for an issuer without keys yet or an unknown
+    /// `kid` that may trigger a refetch.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Verified>, VerifyError> {
         if token.len() > MAX_TOKEN_LEN {
-            return Err(bad("token too large"));
+            return Err(bad("token too large").into());
         }
         let now = now_secs();
         if let Some(v) = self.cache.get(token) {
@@ -156,48 +221,131 @@ impl Verifier {
                 return Ok(v);
             }
         }
-        let v = Arc::new(self.verify_uncached(token, now)?);
+        let v = Arc::new(self.verify_uncached(token, now).await?);
         self.cache.insert(token, v.clone());
         Ok(v)
     }
 
-    fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match unknown_alg(token) {
-            Some(alg) => self.wrong_alg(&alg),
-            None => bad(describe(e.kind())),
-        })?;
-        // The token's alg never chooses (SPEC §4); say so before looking at keys.
-        if header.alg != self.alg {
-            return Err(self.wrong_alg(&format!("{:?}", header.alg)));
-        }
+    async fn verify_uncached(&self, token: &str, now: u64) -> Result<Verified, VerifyError> {
+        let parts = token::split(token)?;
+        let header = token::header(parts.header)?;
+        // Read before the signature only to choose the keys; trusted only after it.
+        let claims = token::claims(parts.payload, &self.plan);
+        let iss = claims
+            .as_ref()
+            .ok()
+            .and_then(|c| c.slot(Slot::Iss))
+            .and_then(Value::as_str);
+        let chosen = match (iss, &self.own) {
+            (Some(i), Some(own)) if i == own.iss => Chosen::Own(own),
+            (Some(i), _) => match self.issuers.by_iss(i) {
+                Some((idx, s)) => Chosen::External(idx, s),
+                None => return Err(bad("wrong issuer").into()),
+            },
+            // No readable iss: only authgate's own keys could apply; the signature is
+            // checked first, then the claims' own fault is reported.
+            (None, Some(own)) => Chosen::Own(own),
+            (None, None) => {
+                return Err(match claims {
+                    Err(e) => e,
+                    Ok(_) => bad("missing required claim iss"),
+                }
+                .into())
+            }
+        };
+        let alg = match (&header.alg, &chosen) {
+            (Alg::Known(a), Chosen::Own(own)) if *a == own.alg => *a,
+            (Alg::Known(a), Chosen::External(_, s)) if s.cfg.algorithms.contains(a) => *a,
+            (other, Chosen::Own(own)) => {
+                return Err(bad(format!(
+                    "algorithm {other} is not the configured one ({})",
+                    super::vkey::alg_name(own.alg)
+                ))
+                .into())
+            }
+            (other, Chosen::External(_, s)) => {
+                return Err(bad(format!(
+                    "algorithm {other} is not allowed for issuer {}",
+                    s.cfg.name
+                ))
+                .into())
+            }
+        };
         let kid = header
             .kid
             .as_deref()
             .ok_or_else(|| bad("token has no kid"))?;
-        let key = self.keys.get(kid).ok_or_else(|| bad("unknown kid"))?;
-        let data = jsonwebtoken::decode::<StrictClaims>(token, key, &self.validation).map_err(
-            |e| match e.kind() {
-                // The signature held; jsonwebtoken stumbled on a claim's type and
-                // may call it malformed JSON. Name the claim instead.
-                ErrorKind::Json(_)
-                | ErrorKind::InvalidClaimFormat(_)
-                | ErrorKind::MissingRequiredClaim(_) => unverified_claims(token)
-                    .and_then(|c| time_claims(&c).err())
-                    .unwrap_or_else(|| bad(describe(e.kind()))),
-                other => bad(describe(other)),
-            },
-        )?;
-        let claims = data.claims.0;
-        let (exp, nbf) = time_claims(&claims)?;
+        let sig = token::b64(parts.signature)?;
+        let external_key;
+        let key: &VerifyKey = match &chosen {
+            Chosen::Own(own) => own.keys.get(kid).ok_or_else(|| bad("unknown kid"))?,
+            Chosen::External(_, s) => {
+                external_key = s.key(kid).await.map_err(|e| match e {
+                    LookupError::UnknownKid => VerifyError::Invalid(bad("unknown kid")),
+                    LookupError::Unavailable { name, retry_after } => VerifyError::Unavailable {
+                        issuer: name,
+                        retry_after,
+                    },
+                })?;
+                &external_key
+            }
+        };
+        match key.verify(alg, parts.signed.as_bytes(), &sig) {
+            Check::Valid => {}
+            Check::BadSignature => return Err(bad("signature does not verify").into()),
+            Check::AlgorithmDoesNotFit => {
+                return Err(bad(format!(
+                    "algorithm {} does not fit the key {kid:?}",
+                    super::vkey::alg_name(alg)
+                ))
+                .into())
+            }
+        }
+        let claims = claims?;
+        Ok(self.check_claims(&chosen, &claims, now)?)
+    }
+
+    /// The signed claims against the chosen issuer's rules (SPEC §4, §10).
+    fn check_claims(&self, chosen: &Chosen, c: &Claims, now: u64) -> Result<Verified, TokenError> {
+        let exp = time(c, Slot::Exp)?;
+        let nbf = time(c, Slot::Nbf)?;
+        let iat = time(c, Slot::Iat)?;
         let exp = exp.ok_or_else(|| bad("missing required claim exp"))?;
+        let iss = c
+            .slot(Slot::Iss)
+            .ok_or_else(|| bad("missing required claim iss"))?;
+        let aud = c
+            .slot(Slot::Aud)
+            .ok_or_else(|| bad("missing required claim aud"))?;
+        let (source, want_iss, audiences, identity_claim) = match chosen {
+            Chosen::Own(o) => (IssuerRef::SelfIssued, &o.iss, &o.audiences, "sub"),
+            Chosen::External(i, s) => (
+                IssuerRef::External(*i),
+                &s.cfg.issuer,
+                &s.cfg.audiences,
+                s.cfg.identity_claim.as_str(),
+            ),
+        };
+        if matches!(chosen, Chosen::Own(_)) && c.slot(Slot::Sub).is_none() {
+            return Err(bad("missing required claim sub"));
+        }
         if exp + self.leeway < now {
             return Err(bad("token expired"));
         }
-        let sub = match claims.get("sub") {
+        if nbf.is_some_and(|n| n > now + self.leeway) {
+            return Err(bad("token not yet valid (nbf)"));
+        }
+        if iss.as_str() != Some(want_iss.as_str()) {
+            return Err(bad("wrong issuer"));
+        }
+        if !audience_matches(aud, audiences)? {
+            return Err(bad("wrong audience"));
+        }
+        let sub = match c.get(&self.plan, identity_claim) {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
-            _ => return Err(bad("sub must be a non-empty string")),
+            _ => return Err(bad(format!("{identity_claim} must be a non-empty string"))),
         };
-        if let Some(roles) = claims.get("roles") {
+        if let Some(roles) = c.slot(Slot::Roles) {
             let ok = roles
                 .as_array()
                 .is_some_and(|a| a.iter().all(Value::is_string));
@@ -206,69 +354,37 @@ impl Verifier {
             }
         }
         let mut headers = Vec::with_capacity(1 + self.claim_headers.len());
-        headers.push((self.identity_header.clone(), header_value("sub", &sub)?));
+        headers.push((
+            self.identity_header.clone(),
+            header_value(identity_claim, &sub)?,
+        ));
         for (h, claim) in &self.claim_headers {
-            if let Some(v) = claims.get(claim) {
+            if let Some(v) = c.get(&self.plan, claim) {
                 if let Some(hv) = claim_header_value(claim, v)? {
                     headers.push((h.clone(), hv));
                 }
             }
         }
+        let claims = self
+            .required
+            .iter()
+            .filter_map(|n| c.get(&self.plan, n).map(|v| (n.clone(), v.clone())))
+            .collect();
+        let issued_ms = c
+            .get(&self.plan, "iat_ms")
+            .and_then(Value::as_u64)
+            .or_else(|| iat.and_then(|s| s.checked_mul(1000)));
         Ok(Verified {
+            source,
             sub,
-            claims,
+            iat,
+            issued_ms,
             exp,
             nbf,
             headers,
+            claims,
         })
     }
-}
-
-impl Verifier {
-    fn wrong_alg(&self, alg: &str) -> TokenError {
-        let alg: String = alg.chars().take(32).collect();
-        bad(format!(
-            "algorithm {alg:?} is not the configured one ({:?})",
-            self.alg
-        ))
-    }
-}
-
-/// The header's `alg` when it is a string jsonwebtoken does not even know
-/// (`none`, `None`, ...): such a header fails to parse, and "malformed JSON"
-/// would hide what the token tried.
-fn unknown_alg(token: &str) -> Option<String> {
-    use base64::Engine;
-    let part = token.split('.').next()?;
-    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(part)
-        .ok()?;
-    let header: Map<String, Value> = serde_json::from_slice(&json).ok()?;
-    let alg = header.get("alg")?.as_str()?;
-    alg.parse::<jsonwebtoken::Algorithm>()
-        .is_err()
-        .then(|| alg.to_string())
-}
-
-/// The payload as JSON, for explaining a failure only: never trusted.
-fn unverified_claims(token: &str) -> Option<Map<String, Value>> {
-    jsonwebtoken::dangerous::insecure_decode_claims::<Map<String, Value>>(token).ok()
-}
-
-/// `exp`, `nbf` and `iat`, each absent or a whole number of seconds. SPEC §4: a
-/// time claim of the wrong JSON type is invalid, not absent.
-fn time_claims(claims: &Map<String, Value>) -> Result<(Option<u64>, Option<u64>), TokenError> {
-    let get = |c: &str| match claims.get(c) {
-        None => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(Some)
-            .ok_or_else(|| bad(format!("claim {c} must be a whole number of seconds"))),
-    };
-    let exp = get("exp")?;
-    let nbf = get("nbf")?;
-    get("iat")?;
-    Ok((exp, nbf))
 }
 
 /// One line on why a token failed, for `WWW-Authenticate` and `token inspect`.
@@ -294,10 +410,11 @@ pub fn describe(kind: &ErrorKind) -> String {
 
 /// Does the token carry what the route requires? Arrays match if they contain any
 /// listed value; `scope`/`scp` strings split on spaces.
-pub fn satisfies(claims: &Map<String, Value>, require: &[(String, Vec<String>)]) -> bool {
+pub fn satisfies(claims: &[(String, Value)], require: &[(String, Vec<String>)]) -> bool {
     require.iter().all(|(claim, wanted)| {
         let has = |s: &str| wanted.iter().any(|w| w == s);
-        match claims.get(claim) {
+        let value = claims.iter().find(|(n, _)| n == claim).map(|(_, v)| v);
+        match value {
             Some(Value::String(s)) if claim == "scope" || claim == "scp" => s.split(' ').any(has),
             Some(Value::String(s)) => has(s),
             Some(Value::Array(a)) => a.iter().any(|v| match v {
@@ -376,14 +493,6 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn duplicate_claims_are_refused() {
-        let r: Result<StrictClaims, _> = serde_json::from_str(r#"{"sub":"a","sub":"admin"}"#);
-        assert!(r.is_err());
-        let ok: StrictClaims = serde_json::from_str(r#"{"sub":"a","x":1}"#).unwrap();
-        assert_eq!(ok.0.len(), 2);
-    }
-
-    #[test]
     fn claim_headers_refuse_unsafe_values() {
         assert_eq!(
             claim_header_value("roles", &json!(["a", "b"]))
@@ -399,50 +508,19 @@ mod tests {
     }
 
     #[test]
-    fn time_claims_of_the_wrong_type_are_errors_not_absent() {
-        let ok = json!({"exp": 10, "nbf": 5, "iat": 5});
-        assert_eq!(
-            time_claims(ok.as_object().unwrap()),
-            Ok((Some(10), Some(5)))
-        );
-        assert_eq!(time_claims(&Map::new()), Ok((None, None)));
-        for (c, v) in [
-            ("exp", json!("10")),
-            ("exp", json!(null)),
-            ("exp", json!(1.5)),
-            ("exp", json!(-1)),
-            ("nbf", json!([5])),
-            ("iat", json!("yesterday")),
-        ] {
-            let mut m = Map::new();
-            m.insert(c.into(), v);
-            let e = time_claims(&m).unwrap_err();
-            assert!(e.0.contains(c), "{e}");
-        }
-    }
-
-    #[test]
-    fn unknown_algorithms_are_named() {
-        use base64::Engine;
-        let enc = |h: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(h);
-        let t = format!("{}.e30.", enc(r#"{"alg":"nOnE"}"#));
-        assert_eq!(unknown_alg(&t).as_deref(), Some("nOnE"));
-        let t = format!("{}.e30.", enc(r#"{"alg":"HS256"}"#));
-        assert_eq!(unknown_alg(&t), None);
-        assert_eq!(unknown_alg("garbage"), None);
-    }
-
-    #[test]
     fn requirements_match_any_listed_value() {
-        let c = json!({"roles": ["user", "admin"], "scope": "read write", "tier": "gold"});
-        let c = c.as_object().unwrap();
+        let c = vec![
+            ("roles".to_string(), json!(["user", "admin"])),
+            ("scope".to_string(), json!("read write")),
+            ("tier".to_string(), json!("gold")),
+        ];
         let req =
             |k: &str, v: &[&str]| vec![(k.to_string(), v.iter().map(|s| s.to_string()).collect())];
-        assert!(satisfies(c, &req("roles", &["admin"])));
-        assert!(!satisfies(c, &req("roles", &["root"])));
-        assert!(satisfies(c, &req("scope", &["write"])));
-        assert!(!satisfies(c, &req("tier", &["silver"])));
-        assert!(!satisfies(c, &req("missing", &["x"])));
+        assert!(satisfies(&c, &req("roles", &["admin"])));
+        assert!(!satisfies(&c, &req("roles", &["root"])));
+        assert!(satisfies(&c, &req("scope", &["write"])));
+        assert!(!satisfies(&c, &req("tier", &["silver"])));
+        assert!(!satisfies(&c, &req("missing", &["x"])));
     }
 }
 

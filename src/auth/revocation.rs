@@ -93,6 +93,22 @@ impl Revocations {
         }
     }
 
+    /// The same check for a verified token of authgate's own (the verifier keeps
+    /// `issued_ms`, from `iat_ms` or else `iat`, instead of the whole claims map).
+    pub fn check_issued(&self, sub: &str, issued_ms: Option<u64>) -> Result<(), Revoked> {
+        let map = self.map.load();
+        if map.is_empty() {
+            return Ok(());
+        }
+        let Some(&not_before) = map.get(sub) else {
+            return Ok(());
+        };
+        match issued_ms {
+            Some(t) if t > not_before => Ok(()),
+            _ => Err(Revoked),
+        }
+    }
+
     /// Takes rows in (keeping the later not-before per user); returns how many
     /// changed the map.
     pub fn merge(&self, rows: &[Revocation]) -> usize {

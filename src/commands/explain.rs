@@ -138,17 +138,51 @@ pub(super) fn explain(
             }
         },
     };
+    if route.auth != AuthMode::Public {
+        let names: Vec<String> = match &route.issuers {
+            Some(list) => list.iter().map(|r| issuer_label(&config, *r)).collect(),
+            None => {
+                let own = config.identity.enabled.then(|| "self".to_string());
+                own.into_iter()
+                    .chain(config.issuers.iter().map(|i| i.name.clone()))
+                    .collect()
+            }
+        };
+        println!(
+            "issuers   {} (a token's iss chooses; any other issuer → 401 invalid_token)",
+            names.join(", ")
+        );
+    }
     if let Some(t) = token {
-        match KeySet::load(&config.tokens, false) {
-            Ok(keys) => match Verifier::new(&config, &keys).verify(t) {
-                Ok(v) if satisfies(&v.claims, &route.require) => {
-                    println!("token     valid for {:?}", v.sub)
-                }
-                Ok(_) => {
-                    println!("refused   403 insufficient_scope: the token lacks a required claim")
-                }
-                Err(e) => println!("refused   401 invalid_token: {e}"),
-            },
+        match offline_verifier(&config).and_then(|v| verify_now(&v, t)) {
+            Ok(Ok(v))
+                if route
+                    .issuers
+                    .as_ref()
+                    .is_some_and(|l| !l.contains(&v.source)) =>
+            {
+                println!(
+                    "refused   401 invalid_token: issued by {}, which this route does not accept",
+                    issuer_label(&config, v.source)
+                )
+            }
+            Ok(Ok(v)) if satisfies(&v.claims, &route.require) => println!(
+                "token     valid for {:?} (issuer {})",
+                v.sub,
+                issuer_label(&config, v.source)
+            ),
+            Ok(Ok(_)) => {
+                println!("refused   403 insufficient_scope: the token lacks a required claim")
+            }
+            Ok(Err(e)) => {
+                let e = crate::edge::error::ApiError::from(e);
+                println!(
+                    "refused   {} {}: {}",
+                    e.status().as_u16(),
+                    e.code(),
+                    e.message()
+                )
+            }
             Err(e) => println!("token     cannot be checked: {e}"),
         }
     }
@@ -173,7 +207,21 @@ pub(super) fn explain(
     );
     let mut injected = Vec::new();
     if route.auth != AuthMode::Public {
-        injected.push(format!("{} from sub", config.forward.identity_header));
+        let mut from = Vec::new();
+        if config.identity.enabled {
+            from.push("sub (self)".to_string());
+        }
+        from.extend(
+            config
+                .issuers
+                .iter()
+                .map(|i| format!("{} ({})", i.identity_claim, i.name)),
+        );
+        injected.push(format!(
+            "{} from {}",
+            config.forward.identity_header,
+            from.join(", ")
+        ));
         injected.extend(
             config
                 .forward
@@ -199,4 +247,11 @@ pub(super) fn explain(
         println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn issuer_label(config: &Config, r: crate::config::IssuerRef) -> String {
+    match r {
+        crate::config::IssuerRef::SelfIssued => "self".to_string(),
+        crate::config::IssuerRef::External(i) => config.issuers[i].name.clone(),
+    }
 }

@@ -59,3 +59,29 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn load(path: &Path) -> anyhow::Result<Config> {
     Config::load_file(path).map_err(|e| anyhow!("{e}"))
 }
+
+/// The gateway's verifier, offline: own keys (when the built-in identity is on) and
+/// every `[[issuer]]`, whose keys are fetched now, as `serve` would (SPEC §10:
+/// `token inspect` and `explain` know about issuers).
+fn offline_verifier(config: &Config) -> anyhow::Result<Verifier> {
+    let keys = if config.identity.enabled {
+        Some(KeySet::load(&config.tokens, false)?)
+    } else {
+        None
+    };
+    let issuers = std::sync::Arc::new(crate::auth::issuers::IssuerSet::build(config)?);
+    issuers.start();
+    Verifier::new(config, keys.as_ref(), issuers).map_err(|e| anyhow!("tokens: {e}"))
+}
+
+/// Runs one verification to completion (it may wait up to an issuer's `jwks_wait`).
+fn verify_now(
+    v: &Verifier,
+    token: &str,
+) -> anyhow::Result<Result<std::sync::Arc<crate::auth::jwt::Verified>, crate::auth::jwt::VerifyError>>
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    Ok(rt.block_on(v.verify(token)))
+}

@@ -4,8 +4,7 @@ use super::*;
 
 pub(super) fn inspect(path: &Path, token: &str) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
-    let keys = KeySet::load(&config.tokens, false)?;
-    let verifier = Verifier::new(&config, &keys);
+    let verifier = offline_verifier(&config)?;
     match jsonwebtoken::decode_header(token) {
         Ok(h) => println!("header: {}", serde_json::to_string(&h).unwrap_or_default()),
         Err(e) => println!(
@@ -20,10 +19,16 @@ pub(super) fn inspect(path: &Path, token: &str) -> anyhow::Result<ExitCode> {
             crate::auth::jwt::describe(e.kind())
         ),
     }
-    match verifier.verify(token) {
+    match verify_now(&verifier, token)? {
         Ok(v) => {
+            let by = match v.source {
+                crate::config::IssuerRef::SelfIssued => "authgate (self)".to_string(),
+                crate::config::IssuerRef::External(i) => {
+                    format!("issuer {:?}", config.issuers[i].name)
+                }
+            };
             println!(
-                "valid: accepted for sub {:?}, expires {}",
+                "valid: accepted for sub {:?}, issued by {by}, expires {}",
                 v.sub,
                 format_time(v.exp)
             );

@@ -1,6 +1,7 @@
 //! gateway.toml: read (spanned TOML) → validate (one pass, every error) → typed [`Config`].
 
 mod build;
+pub mod issuer;
 pub mod reader;
 pub mod redis_url;
 pub mod store_url;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
+pub use issuer::{IssuerConfig, IssuerRef, JwksSource};
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
 pub use store_url::PgUrl;
@@ -73,6 +75,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
     pub session: Session,
+    /// `[[issuer]]`: external identity providers (SPEC §10), in file order.
+    pub issuers: Vec<IssuerConfig>,
 }
 
 /// `[session]` (SPEC §12): browser sessions. Off by default.
@@ -143,6 +147,8 @@ pub struct IdentityPaths {
 
 #[derive(Debug, Clone)]
 pub struct Identity {
+    /// SPEC §10: false turns the built-in store, signing key and endpoints off.
+    pub enabled: bool,
     pub store: StoreUrl,
     pub registration_open: bool,
     pub min_password_length: usize,
@@ -293,6 +299,8 @@ pub struct Route {
     /// claim → accepted values (any one suffices).
     pub require: Vec<(String, Vec<String>)>,
     pub strip_prefix: bool,
+    /// SPEC §10: the issuers whose tokens this route accepts; `None`: all configured.
+    pub issuers: Option<Vec<IssuerRef>>,
 }
 
 impl Route {
@@ -356,6 +364,9 @@ impl Config {
 
     /// The gateway's own endpoints: they win over routes (SPEC §8).
     pub fn identity_endpoint(&self, path: &str) -> Option<IdentityEndpoint> {
+        if !self.identity.enabled {
+            return None;
+        }
         let p = &self.identity.paths;
         if path == p.register {
             Some(IdentityEndpoint::Register)

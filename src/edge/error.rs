@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
+use crate::auth::jwt::VerifyError;
 use crate::body::{full, Body};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +41,10 @@ pub enum ApiError {
     StoreUnavailable {
         retry_after: u64,
     },
+    /// SPEC §10: the token's issuer has no keys yet (its IdP unreachable since start).
+    IssuerUnavailable {
+        retry_after: u64,
+    },
     /// Our own fault (store unreachable, ...): the detail goes to the log, not the client.
     Internal(String),
 }
@@ -62,7 +67,9 @@ impl ApiError {
             HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             UpstreamUnavailable => StatusCode::BAD_GATEWAY,
-            Overloaded { .. } | StoreUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded { .. } | StoreUnavailable { .. } | IssuerUnavailable { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,6 +96,7 @@ impl ApiError {
             RateLimited { .. } => "rate_limited",
             UpstreamUnavailable => "upstream_unavailable",
             Overloaded { .. } => "overloaded",
+            IssuerUnavailable { .. } => "issuer_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable { .. } => "store_unavailable",
             Internal(_) => "internal_error",
@@ -118,6 +126,7 @@ impl ApiError {
             Overloaded { .. } => "The gateway is overloaded; retry shortly".into(),
             UpstreamTimeout => "The upstream did not answer in time".into(),
             StoreUnavailable { .. } => "The user store is unavailable; retry shortly".into(),
+            IssuerUnavailable { .. } => "The token's issuer has no keys yet; retry shortly".into(),
             Internal(_) => "Internal error".into(),
         }
     }
@@ -129,6 +138,7 @@ impl ApiError {
             ApiError::InvalidToken(_) => Some("invalid_token"),
             ApiError::InsufficientScope => Some("insufficient_scope"),
             ApiError::CsrfRejected => Some("csrf_rejected"),
+            ApiError::IssuerUnavailable { .. } => Some("issuer_unavailable"),
             _ => None,
         }
     }
@@ -187,7 +197,8 @@ impl ApiError {
             }
             ApiError::RateLimited { retry_after }
             | ApiError::Overloaded { retry_after }
-            | ApiError::StoreUnavailable { retry_after } => {
+            | ApiError::StoreUnavailable { retry_after }
+            | ApiError::IssuerUnavailable { retry_after } => {
                 h.insert(RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
@@ -204,6 +215,17 @@ impl From<crate::server::guard::HeadError> for ApiError {
             HeadError::TooLarge => ApiError::HeadersTooLarge,
             HeadError::Malformed(why) => {
                 ApiError::InvalidRequest(format!("Malformed request: {why}"))
+            }
+        }
+    }
+}
+
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> ApiError {
+        match e {
+            VerifyError::Invalid(why) => ApiError::InvalidToken(why.0),
+            VerifyError::Unavailable { retry_after, .. } => {
+                ApiError::IssuerUnavailable { retry_after }
             }
         }
     }
@@ -261,6 +283,11 @@ mod tests {
                 503,
                 "store_unavailable",
             ),
+            (
+                ApiError::IssuerUnavailable { retry_after: 2 },
+                503,
+                "issuer_unavailable",
+            ),
         ];
         for (e, status, code) in table {
             assert_eq!(e.status().as_u16(), status, "{e:?}");
@@ -281,5 +308,7 @@ mod tests {
         );
         let r = ApiError::RateLimited { retry_after: 7 }.into_response();
         assert_eq!(r.headers()[RETRY_AFTER], "7");
+        let r = ApiError::IssuerUnavailable { retry_after: 5 }.into_response();
+        assert_eq!(r.headers()[RETRY_AFTER], "5");
     }
 }

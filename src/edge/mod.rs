@@ -82,8 +82,8 @@ pub fn bearer(h: &HeaderMap) -> Result<Option<&str>, ApiError> {
     Ok(Some(token))
 }
 
-/// The route's auth policy (SPEC §4): the verified caller, if any.
-pub fn authorize(
+/// The route's auth policy (SPEC §4, §10): the verified caller, if any.
+pub async fn authorize(
     rt: &Runtime,
     route: &Route,
     h: &HeaderMap,
@@ -102,15 +102,23 @@ pub fn authorize(
             None => return Err(ApiError::MissingToken),
         },
     };
-    let v = rt
-        .verifier
-        .verify(token)
-        .map_err(|e| ApiError::InvalidToken(e.0))?;
+    let v = rt.verifier.verify(token).await?;
+    // SPEC §10: a route's `issuers` limits which issuers' tokens it accepts.
+    if let Some(allowed) = &route.issuers {
+        if !allowed.contains(&v.source) {
+            return Err(ApiError::InvalidToken(
+                "this route does not accept tokens of this issuer".into(),
+            ));
+        }
+    }
     // SPEC §9: after the signature and claims, before the policy; cached
     // verifications pass here too, so the token cache honours revocations.
-    rt.revocations
-        .check(&v.sub, &v.claims, &rt.config.tokens.issuer)
-        .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    // Revocations concern authgate's own users: only its own tokens are checked.
+    if v.source == crate::config::IssuerRef::SelfIssued {
+        rt.revocations
+            .check_issued(&v.sub, v.issued_ms)
+            .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
+    }
     if !satisfies(&v.claims, &route.require) {
         return Err(ApiError::InsufficientScope);
     }
@@ -272,7 +280,7 @@ async fn dispatch(
     {
         crate::auth::browser::csrf(rt, &req, conn)?;
     }
-    let identity = match authorize(rt, route, req.headers()) {
+    let identity = match authorize(rt, route, req.headers()).await {
         // SPEC §12: a browser navigation without a valid session goes to the
         // sign-in page; API clients keep the 401.
         Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))

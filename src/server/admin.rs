@@ -19,9 +19,19 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
     Ok(match req.uri().path() {
         "/healthz" => json(StatusCode::OK, &json!({ "status": "ok" })),
         "/readyz" => {
-            let rt = app.current.load();
+            let rt = app.current.load_full();
             let store = rt.store.clone();
             let limit = rt.config.identity.store_timeout;
+            // SPEC §10: issuers without keys are named, but do not make the gateway
+            // unready: its other routes and issuers serve, and every gateway behind a
+            // load balancer would be pulled at once for one IdP's outage.
+            let missing: Vec<String> = rt
+                .verifier
+                .issuers()
+                .without_keys()
+                .into_iter()
+                .map(String::from)
+                .collect();
             drop(rt);
             // Bounded like every store call: a silent store is "not ready", not a hang.
             let ping =
@@ -34,6 +44,10 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
                 )
             };
             match ping {
+                Ok(Ok(Ok(()))) if !missing.is_empty() => json(
+                    StatusCode::OK,
+                    &json!({ "status": "ok", "issuers_without_keys": missing }),
+                ),
                 Ok(Ok(Ok(()))) => json(StatusCode::OK, &json!({ "status": "ok" })),
                 Ok(Ok(Err(e))) => failing(format!("user store: {e}")),
                 Ok(Err(e)) => failing(format!("user store: {e}")),

@@ -36,7 +36,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     let tls = tls::acceptor(&config).map_err(ServeError)?;
     // Opening a store connects and migrates: blocking work, off the event loop.
     let rt = tokio::task::spawn_blocking(move || {
-        let store = crate::store::open(&config.identity.store, StoreOptions::of(&config.identity))
+        let store = crate::store::open_for(&config.identity)
             .map_err(|e| ServeError(format!("identity.store: {e}")))?;
         let rt = Runtime::build(config, store).map_err(|e| ServeError(e.to_string()))?;
         // SPEC §9: revocations survive restarts: all of them are in force before
@@ -160,17 +160,17 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     let old_key = (
         old.config.identity.store.clone(),
         StoreOptions::of(&old.config.identity),
+        old.config.identity.enabled,
     );
     let built = tokio::task::spawn_blocking(move || {
         let cfg = Config::load_file(&path).map_err(|e| e.to_string())?;
         let tls = tls::acceptor(&cfg)?;
         let opts = StoreOptions::of(&cfg.identity);
-        let same = (cfg.identity.store.clone(), opts) == old_key;
+        let same = (cfg.identity.store.clone(), opts, cfg.identity.enabled) == old_key;
         let store = if same {
             old_store
         } else {
-            crate::store::open(&cfg.identity.store, opts)
-                .map_err(|e| format!("identity.store: {e}"))?
+            crate::store::open_for(&cfg.identity).map_err(|e| format!("identity.store: {e}"))?
         };
         let mut rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
         if same {
@@ -200,6 +200,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
                 );
             }
             rt.limits.carry_over(&old.limits);
+            rt.carry_over_issuer_keys(&old);
             let c = &rt.config;
             if c.server.listen != old.config.server.listen {
                 tracing::warn!(now = ?bound, configured = ?c.server.listen, "server.listen changed: needs a restart; keeping the old listeners");

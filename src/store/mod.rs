@@ -6,6 +6,7 @@
 //! each call, bounded by `identity.store_timeout`.
 
 pub mod copy;
+pub mod disabled;
 mod pg_tls;
 pub mod postgres;
 pub mod sqlite;
@@ -162,4 +163,14 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The store a config asks for: none at all when the built-in identity is off
+/// (SPEC §10: no store needed), so that no database file is created or opened.
+pub fn open_for(identity: &crate::config::Identity) -> Result<Arc<dyn UserStore>, StoreError> {
+    if identity.enabled {
+        open(&identity.store, StoreOptions::of(identity))
+    } else {
+        Ok(Arc::new(disabled::Disabled))
+    }
 }

@@ -8,6 +8,7 @@ pub(super) fn identity(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Ident
         t,
         p,
         &[
+            "enabled",
             "store",
             "registration",
             "min_password_length",
@@ -123,7 +124,9 @@ pub(super) fn identity(r: &mut Reader, t: &DeTable, base: &Path) -> Option<Ident
         .map(|v| v as usize)
         .unwrap_or(cores);
     let hash_queue = r.bounded(t, p, "hash_queue", 0, 100_000).unwrap_or(64) as usize;
+    let enabled = r.boolean(t, p, "enabled").unwrap_or(true);
     Some(Identity {
+        enabled,
         store,
         registration_open,
         min_password_length: min,

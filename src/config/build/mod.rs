@@ -3,6 +3,7 @@
 
 mod forward;
 mod identity;
+mod issuer;
 mod rate_limit;
 mod route;
 mod server;
@@ -23,6 +24,7 @@ use super::values::{parse_duration, parse_rate, parse_secret_ref, parse_size, Ci
 use super::*;
 use forward::*;
 use identity::*;
+use issuer::*;
 use rate_limit::*;
 use route::*;
 use server::*;
@@ -40,6 +42,7 @@ const TOP: &[&str] = &[
     "upstream",
     "route",
     "session",
+    "issuer",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -95,11 +98,25 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
             }
         }
     }
+    let issuers = issuers(&mut r, doc, base);
+    let identity_enabled = identity.as_ref().is_none_or(|i| i.enabled);
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for (i, (t, span)) in r.tables(doc, "", "route").into_iter().enumerate() {
         let p = format!("route[{i}]");
-        if let Some(route) = route(&mut r, t, &p, span.clone(), &upstreams) {
+        let route_issuers = route_issuers(&mut r, t, &p, &issuers, identity_enabled);
+        if let Some(mut route) = route(&mut r, t, &p, span.clone(), &upstreams) {
+            route.issuers = route_issuers;
+            if route.auth != AuthMode::Public && !identity_enabled && issuers.is_empty() {
+                let at = Reader::field(t, "auth")
+                    .map(|f| f.span)
+                    .unwrap_or(span.clone());
+                r.error(
+                    &at,
+                    &format!("{p}.auth"),
+                    "no token can pass: [identity] enabled = false and no [[issuer]] is configured",
+                );
+            }
             let mut methods: Vec<String> = route
                 .methods
                 .iter()
@@ -142,6 +159,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 upstreams,
                 routes,
                 session: session.unwrap_or_default(),
+                issuers,
             })
         }
         _ => Err(ConfigErrors {

@@ -20,6 +20,7 @@ pub(super) fn route(
             "host",
             "require",
             "strip_prefix",
+            "issuers",
         ],
     );
     let path = match r.string(t, p, "path") {
@@ -162,5 +163,6 @@ pub(super) fn route(
         host,
         require,
         strip_prefix,
+        issuers: None,
     })
 }
