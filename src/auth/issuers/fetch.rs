@@ -90,7 +90,9 @@ pub fn client(ca_pem: Option<&[u8]>) -> Result<HttpsClient, HttpsError> {
     let tls = client_config(&ClientTlsOptions {
         extra_ca_pem: ca_pem,
         client_identity: None,
-        alpn: &[b"http/1.1"],
+        // Empty: hyper-rustls panics on a config with ALPN already set ("ALPN
+        // protocols should not be pre-defined"); enable_http1 below decides it.
+        alpn: &[],
     })?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
