@@ -2,7 +2,11 @@
 # Instruction counts per proxied request under callgrind: stable on a noisy machine,
 # so a hot-path change can be measured before and after (issue: benchmark).
 #
-#   bash bench/profile.sh [public|required]   (default: required, EdDSA)
+#   bash bench/profile.sh [public|required|distinct-hs256|issuer-rs256]   (default: required, EdDSA)
+#
+# distinct-hs256: HS256, every request a token never seen before (no verified-token cache
+# hit): what an uncached verification costs (issue 10). issuer-rs256: an [[issuer]] (SPEC §10)
+# with a static JWKS on loopback and distinct RS256 tokens (bench row i). Both need pyjwt.
 #
 # Starts an nginx upstream and authgate (release build) under valgrind, zeroes the
 # counters once ready, sends N keep-alive requests with wrk, dumps, and prints
@@ -24,20 +28,51 @@ for t in nginx wrk valgrind callgrind_control; do command -v "$t" >/dev/null || 
 . "$BENCH/lib.sh"
 start_upstream "$DIR"
 write_gateway_config "$DIR/gateway.toml" "$UP"
+export AUTHGATE_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
+case $CASE in
+    distinct-hs256)
+        sed -i 's/^\[tokens\]$/[tokens]\nalgorithm = "HS256"\nsecret = "env:AUTHGATE_JWT_SECRET"/' "$DIR/gateway.toml" ;;
+    issuer-rs256)
+        JWKS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        mkdir -p "$DIR/jwks"
+        openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/rs256.key" 2>/dev/null
+        python3 "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"
+        python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$DIR/jwks" >/dev/null 2>&1 & PIDS+=($!)
+        printf '\n[[issuer]]\nname = "bench-idp"\nissuer = "https://idp.bench.test"\njwks_uri = "http://127.0.0.1:%s/jwks.json"\naudiences = ["api"]\nalgorithms = ["RS256"]\n' "$JWKS_PORT" >>"$DIR/gateway.toml" ;;
+esac
 AUTHGATE_LOG=${AUTHGATE_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
     "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)
 wait_ready "$DIR/ag.log" 600
 TOKEN=$(login_token "http://127.0.0.1:$PORT" '{"username":"profiler","password":"profile-password"}')
-if [ "$CASE" = public ]; then URL=/public/x; HDR=(); else URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); fi
-curl -s -o /dev/null "${HDR[@]}" "http://127.0.0.1:$PORT$URL"   # warm: pool, token cache
+URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); SCRIPT=()
+case $CASE in
+    public) URL=/public/x; HDR=() ;;
+    distinct-hs256)
+        python3 "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
+esac
+if [ -f "$DIR/tokens.txt" ]; then
+    # Warm with the last token (pool, keys); the run then sends each other token once.
+    HDR=(-H "Authorization: Bearer $(tail -1 "$DIR/tokens.txt")")
+    SCRIPT=(-s "$BENCH/rotate_tokens.lua")
+fi
+code=$(curl -s -o /dev/null -w '%{http_code}' "${HDR[@]}" "http://127.0.0.1:$PORT$URL")   # warm: pool, token cache
+[ "$code" = 200 ] || { echo "warm-up request got $code" >&2; cat "$DIR/ag.log" >&2; exit 1; }
 callgrind_control -z >/dev/null
-OUT=$(wrk -t1 -c10 -d"${N_SECONDS}s" "${HDR[@]}" "http://127.0.0.1:$PORT$URL")
+if [ ${#SCRIPT[@]} -gt 0 ]; then
+    OUT=$(wrk -t1 -c10 -d"${N_SECONDS}s" "${SCRIPT[@]}" "http://127.0.0.1:$PORT$URL" -- "$DIR/tokens.txt" "$URL")
+else
+    OUT=$(wrk -t1 -c10 -d"${N_SECONDS}s" "${HDR[@]}" "http://127.0.0.1:$PORT$URL")
+fi
+grep -q 'Non-2xx' <<<"$OUT" && { echo "non-2xx responses during the run:" >&2; echo "$OUT" >&2; exit 1; }
 REQS=$(awk '/requests in/ {print $1}' <<<"$OUT")
 callgrind_control -d >/dev/null
 sleep 1
 F=$(ls -t "$DIR"/cg.out* | head -1)
 TOTAL=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
 echo "case=$CASE requests=$REQS instructions=$TOTAL per_request=$(( TOTAL / REQS ))"
+if [ -f "$DIR/tokens.txt" ] && [ "$REQS" -ge "$(wc -l <"$DIR/tokens.txt")" ]; then
+    echo "note: more requests than tokens: some were verified-token cache hits (raise PROFILE_TOKENS)"
+fi
 mkdir -p "$BENCH/run" && cp "$F" "$BENCH/run/callgrind-$CASE.out"
 echo "full profile: callgrind_annotate bench/run/callgrind-$CASE.out"
 callgrind_annotate "$F" 2>/dev/null | grep -E '^ *[0-9,]+ \(' | head -"${TOP:-30}"

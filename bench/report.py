@@ -164,7 +164,9 @@ def main(run_dir, out_md, chart_dat):
             ("authgate required EdDSA CPU/req ≤ 1.0× nginx", "f2", "b", 1.0),
             ("authgate HS256 CPU/req ≤ 0.8× HAProxy HS256", "g2", "d1", 0.8),
             ("authgate EdDSA CPU/req ≤ 0.8× HAProxy ES256", "f2", "d3", 0.8),
-            ("authgate ES256 CPU/req ≤ 0.8× HAProxy ES256", "h2", "d3", 0.8)):
+            ("authgate ES256 CPU/req ≤ 0.8× HAProxy ES256", "h2", "d3", 0.8),
+            # SPEC §10 / issue 11: an external issuer's RS256 tokens cost no more than HAProxy's
+            ("authgate external RS256 issuer CPU/req ≤ 1.0× HAProxy RS256", "i", "d2", 1.0)):
         if a not in med:
             continue
         r, d = cpu_vs(a, b)

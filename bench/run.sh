@@ -5,7 +5,7 @@
 #   bash bench/run.sh            full run: 3 x 10 s per case, medians (~9-13 min after the build)
 #   QUICK=1 bash bench/run.sh    iteration mode: 1 x 3 s per case
 #
-# Env knobs: BENCH_PORT_BASE (default 18180; 9 ports from there), AUTHGATE_LOG (default info,
+# Env knobs: BENCH_PORT_BASE (default 18180; 13 ports from there), AUTHGATE_LOG (default info,
 # what users run), BENCH_DISTINCT_TOKENS (tokens rotated in the f2/g2/h2 cases, default 40000),
 # BENCH_BUDGET_S (soft time budget of the measurements, default 800 s),
 # BENCH_IDLE_MAX (wait until the machine is below this busy %, default 15), SKIP_INSTALL=1,
@@ -36,6 +36,7 @@ BASE=${BENCH_PORT_BASE:-18180}
 P_UP=$BASE P_NGX=$((BASE + 1)) P_HAP=$((BASE + 2)) P_HS=$((BASE + 3)) P_RS=$((BASE + 4))
 P_ES=$((BASE + 5)) P_AG_ED=$((BASE + 6)) P_AG_HS=$((BASE + 7)) P_AG_ES=$((BASE + 8))
 P_NGX_ALL=$((BASE + 9)) P_AG_ALL=$((BASE + 10))
+P_AG_IS=$((BASE + 11)) P_JWKS=$((BASE + 12))   # (i): authgate with an [[issuer]], its JWKS server
 export AUTHGATE_LOG=${AUTHGATE_LOG:-info}
 AG=${AUTHGATE_BIN:-$REPO/target/release/authgate}   # AUTHGATE_BIN: bench another build (implies SKIP_BUILD=1)
 [ -n "${AUTHGATE_BIN:-}" ] && SKIP_BUILD=1
@@ -329,16 +330,17 @@ start_haproxy() { # start_haproxy NAME TEMPLATE PORT : foreground (-db), one thr
     start_bg "$RUN/$name.out" taskset -c 0 haproxy -db -f "$RUN/$name.cfg"
     wait_port "$port" "$LAST_PID" 10 || { log "$name did not start: $(tail -3 "$RUN/$name.out" | tr '\n' ' ')"; return 1; }
 }
-# start_authgate NAME PORT ALG : one folder per instance under bench/run/, core 0;
+# start_authgate NAME PORT ALG [EXTRA_TOML] : one folder per instance under bench/run/, core 0;
 # sets LAST_PID, AG_LOGFILE and AG_ERR (why it failed)
 start_authgate() {
-    local name=$1 port=$2 alg=$3 workers=${AG_WORKERS:-1} cores=${AG_CORES:-0} dir=$RUN/$1 keyline i
+    local name=$1 port=$2 alg=$3 extra=${4:-} workers=${AG_WORKERS:-1} cores=${AG_CORES:-0} dir=$RUN/$1 keyline i
     mkdir -p "$dir/data"
     case $alg in
         HS256) keyline='secret = "env:AUTHGATE_JWT_SECRET"' ;;
         *) keyline='signing_key = "file:data/signing-key.pem"' ;;
     esac
     fill "$BENCH/authgate.toml.in" "$dir/gateway.toml" PORT="$port" UPSTREAM_PORT="$P_UP" ALG="$alg" KEY_LINE="$keyline" WORKERS="$workers"
+    [ -z "$extra" ] || printf '\n%s\n' "$extra" >>"$dir/gateway.toml"
     if [ "$alg" = ES256 ] && [ ! -f "$dir/data/signing-key.pem" ]; then
         "$AG" keys generate --alg ES256 --out "$dir/data/signing-key.pem" >"$dir/keygen.log" 2>&1 \
             || { AG_ERR="authgate keys generate --alg ES256 failed: $(tail -1 "$dir/keygen.log")"; return 1; }
@@ -363,12 +365,12 @@ start_authgate() {
     stop_and_forget "$LAST_PID"
     return 1
 }
-# authgate_setup NAME PORT ALG : start + token + sanity checks; sets AG_PID, AG_TOKEN or AG_ERR
+# authgate_setup NAME PORT ALG [EXTRA_TOML] : start + token + sanity checks; sets AG_PID, AG_TOKEN or AG_ERR
 authgate_setup() {
     local name=$1 port=$2 alg=$3 base="http://127.0.0.1:$2" msg
     AG_PID="" AG_TOKEN="" AG_ERR=""
     [ "$AG_BUILT" = 1 ] || { AG_ERR="$AG_BUILD_ERR"; return 1; }
-    start_authgate "$name" "$port" "$alg" || return 1
+    start_authgate "$name" "$port" "$alg" "${4:-}" || return 1
     AG_PID=$LAST_PID
     if ! AG_TOKEN=$(python3 "$BENCH/http_check.py" token "$base" alice benchpassword1 2>"$RUN/$name/token.err"); then
         AG_ERR="register/login failed: $(tail -1 "$RUN/$name/token.err")"; return 1
@@ -416,8 +418,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((IDLE_CONNS + 1000)) ] \
     || { IDLE_CONNS=$(( $(ulimit -n) - 1000 )); log "fd limit $(ulimit -n): idle-connection test reduced to $IDLE_CONNS"; }
 
-for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES $P_NGX_ALL $P_AG_ALL; do
-    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 11 ports)"
+for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES $P_NGX_ALL $P_AG_ALL $P_AG_IS $P_JWKS; do
+    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 13 ports)"
 done
 
 # ---------------------------------------------------------------- 2. build authgate
@@ -541,6 +543,40 @@ for spec in "g ag-hs256 HS256 $P_AG_HS env:AUTHGATE_JWT_SECRET" "h ag-es256 ES25
     fi
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
 done
+
+# (i) authgate verifying an external RS256 issuer's tokens ([[issuer]], SPEC §10), beside (d2):
+# the IdP's JWKS is a static file on loopback (python3 http.server, core 1); DISTINCT tokens
+# signed with HAProxy's RS256 key, so every request is a signature check, as in HAProxy's row.
+issuer_case() {
+    local id=i label="authgate, external RS256 issuer, distinct tokens" dir=$RUN/ag-issuer
+    local f=$RUN/tokens-i.txt iss="https://idp.bench.test" msg jwks_pid
+    if over_budget; then case_status "$id" "$label" authgate "skipped: time budget used up"; return 0; fi
+    mkdir -p "$dir/jwks"
+    log "($id) signing $DISTINCT distinct RS256 tokens as issuer $iss, JWKS in $dir/jwks"
+    if ! "$PYJWT" "$BENCH/issuer_tokens.py" "$RUN/keys/rs256.key" "$iss" "$DISTINCT" "$f" "$dir/jwks/jwks.json" 2>"$f.err"; then
+        case_status "$id" "$label" authgate "issuer_tokens.py failed: $(tail -1 "$f.err")"; return 0
+    fi
+    start_bg "$dir/jwks.log" taskset -c 1 python3 -m http.server "$P_JWKS" --bind 127.0.0.1 --directory "$dir/jwks"
+    jwks_pid=$LAST_PID
+    if ! wait_port "$P_JWKS" "$jwks_pid" 10; then
+        case_status "$id" "$label" authgate "the JWKS server did not start"; stop_and_forget "$jwks_pid"; return 0
+    fi
+    local issuer_toml
+    issuer_toml=$(printf '[[issuer]]\nname = "bench-idp"\nissuer = "%s"\njwks_uri = "http://127.0.0.1:%s/jwks.json"\naudiences = ["api"]\nalgorithms = ["RS256"]\n' "$iss" "$P_JWKS")
+    if authgate_setup ag-issuer "$P_AG_IS" EdDSA "$issuer_toml"; then
+        if msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$P_AG_IS/protected" 200 --token "$(head -1 "$f")" --contains '"user":"alice"') \
+            && msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$P_AG_IS/protected" 200 --token "$(tail -1 "$f")" --contains '"user":"alice"'); then
+            run_case "$id" "$label" authgate "http://127.0.0.1:$P_AG_IS/protected" "@$f" "$AG_PID"
+        else
+            case_status "$id" "$label" authgate "issuer tokens rejected: $msg"
+        fi
+    else
+        case_status "$id" "$label" authgate "$AG_ERR"
+    fi
+    [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
+    stop_and_forget "$jwks_pid"
+}
+issuer_case
 
 # ---------------------------------------------------------------- 5b. every core
 # nginx `worker_processes auto` against authgate `workers = "auto"`: proxy, wrk (2 threads) and

@@ -49,7 +49,7 @@ pub(super) fn issuer(
             r.error(
                 &sp,
                 &join(p, "name"),
-                "\"self\" names authgate's own tokens",
+                "\"self\" is reserved: it names authgate's own tokens",
             );
             None
         } else if ok {
@@ -275,4 +275,152 @@ pub(super) fn route_issuers(
         );
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, IssuerRef, JwksSource};
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[[upstream]]
+name = "app"
+targets = ["http://127.0.0.1:9000"]
+
+[[route]]
+path = "/corp"
+upstream = "app"
+issuers = ["corp", "self"]
+
+[[route]]
+path = "/any"
+upstream = "app"
+"#;
+
+    const CORP: &str = r#"
+[[issuer]]
+name = "corp"
+issuer = "https://id.example.com/realms/main"
+discovery = true
+audiences = ["api"]
+"#;
+
+    fn load(text: &str) -> Result<Config, String> {
+        Config::load_str(text, "gateway.toml", Path::new("/etc/authgate"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn an_issuer_gets_its_defaults_and_routes_name_it() {
+        let c = load(&format!("{BASE}{CORP}")).unwrap();
+        let i = &c.issuers[0];
+        assert_eq!(i.jwks, JwksSource::Discovery);
+        assert_eq!(i.algorithms, vec![jsonwebtoken::Algorithm::RS256]);
+        assert_eq!(i.identity_claim, "sub");
+        assert_eq!(i.jwks_wait.as_secs(), 2);
+        assert_eq!(i.refetch_cooldown.as_secs(), 30);
+        assert_eq!(
+            c.routes[0].issuers,
+            Some(vec![IssuerRef::External(0), IssuerRef::SelfIssued])
+        );
+        assert_eq!(c.routes[1].issuers, None);
+    }
+
+    #[test]
+    fn hmac_none_and_unknown_algorithms_are_refused_with_their_line() {
+        let text = format!("{BASE}{CORP}algorithms = [\"HS256\", \"none\", \"RS512\"]\n");
+        let e = load(&text).unwrap_err();
+        assert!(
+            e.contains("issuer[0].algorithms: \"HS256\": an HMAC algorithm"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"none\": unsigned tokens are never accepted"),
+            "{e}"
+        );
+        assert!(
+            e.contains("\"RS512\": expected one of RS256, PS256, ES256, EdDSA"),
+            "{e}"
+        );
+        assert!(e.contains("gateway.toml:20:1: issuer[0].algorithms"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_keys_are_refused_unless_on_loopback() {
+        let http = CORP.replace(
+            "discovery = true",
+            "jwks_uri = \"http://id.example.com/keys\"",
+        );
+        let e = load(&format!("{BASE}{http}")).unwrap_err();
+        assert!(
+            e.contains("issuer[0].jwks_uri") && e.contains("loopback"),
+            "{e}"
+        );
+        let local = CORP.replace(
+            "discovery = true",
+            "jwks_uri = \"http://127.0.0.1:8081/keys\"",
+        );
+        assert!(load(&format!("{BASE}{local}")).is_ok());
+        let plain_iss = CORP.replace("https://id.example.com", "http://id.example.com");
+        assert!(load(&format!("{BASE}{plain_iss}"))
+            .unwrap_err()
+            .contains("discovery"));
+    }
+
+    #[test]
+    fn every_issuer_mistake_is_reported() {
+        let cases = [
+            (
+                CORP.replace("audiences = [\"api\"]\n", ""),
+                "issuer[0].audiences: missing",
+            ),
+            (
+                CORP.replace("discovery = true\n", ""),
+                "issuer[0].discovery: set discovery",
+            ),
+            (
+                format!("{CORP}jwks_uri = \"https://x.example/k\"\n"),
+                "not both",
+            ),
+            (CORP.replace("\"corp\"", "\"self\""), "reserved"),
+            (format!("{CORP}{CORP}"), "defined twice"),
+            (
+                CORP.replace("https://id.example.com/realms/main", "authgate"),
+                "equals tokens.issuer",
+            ),
+            (format!("{CORP}color = 1\n"), "issuer[0].color: unknown key"),
+        ];
+        for (issuer, why) in cases {
+            let text = format!("{BASE}{issuer}");
+            let e = load(&text).map(|_| String::new()).unwrap_or_else(|e| e);
+            assert!(e.contains(why), "{why}: {e}");
+        }
+        let e = load(&BASE.replace("[\"corp\", \"self\"]", "[\"nobody\"]")).unwrap_err();
+        assert!(
+            e.contains("route[0].issuers: no issuer named \"nobody\""),
+            "{e}"
+        );
+        let e = load(&BASE.replace("[\"corp\", \"self\"]", "[]")).unwrap_err();
+        assert!(e.contains("an empty list accepts no token"), "{e}");
+    }
+
+    #[test]
+    fn without_the_built_in_identity_self_is_unknown_and_something_must_verify() {
+        let off = "[identity]\nenabled = false\n";
+        let e = load(&format!("{off}{BASE}{CORP}")).unwrap_err();
+        assert!(e.contains("\"self\": [identity] enabled = false"), "{e}");
+        let e = load(&format!(
+            "{off}{}",
+            BASE.replace("issuers = [\"corp\", \"self\"]\n", "")
+        ))
+        .unwrap_err();
+        assert!(e.contains("no token can pass"), "{e}");
+        let ok = format!(
+            "{off}{}{CORP}",
+            BASE.replace("\"corp\", \"self\"", "\"corp\"")
+        );
+        let c = load(&ok).unwrap();
+        assert!(!c.identity.enabled);
+        assert_eq!(c.identity_endpoint("/login"), None);
+    }
 }

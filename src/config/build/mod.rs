@@ -100,6 +100,20 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     }
     let issuers = issuers(&mut r, doc, base);
     let identity_enabled = identity.as_ref().is_none_or(|i| i.enabled);
+    if let (true, Some(t)) = (identity_enabled, &tokens) {
+        // SPEC §10: the token's iss chooses, so authgate's own iss must name nothing else.
+        for (i, (it, _)) in r.tables(doc, "", "issuer").into_iter().enumerate() {
+            if let Some(f) = Reader::field(it, "issuer") {
+                if matches!(f.value.get_ref(), DeValue::String(v) if v.as_ref() == t.issuer) {
+                    r.error(
+                        &f.span,
+                        &format!("issuer[{i}].issuer"),
+                        "equals tokens.issuer: authgate's own tokens carry that iss",
+                    );
+                }
+            }
+        }
+    }
     let mut routes = Vec::new();
     let mut seen = HashSet::new();
     for (i, (t, span)) in r.tables(doc, "", "route").into_iter().enumerate() {
