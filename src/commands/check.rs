@@ -25,13 +25,18 @@ pub(super) fn position(text: &str, section: &str, key: &str) -> (usize, usize) {
 
 /// Line and column of `key` in the `i`-th `[[upstream]]` (else of the table).
 fn upstream_position(text: &str, i: usize, key: &str) -> (usize, usize) {
+    array_position(text, "upstream", i, key)
+}
+
+/// Line and column of `key` in the `i`-th `[[array]]` table (else of the table).
+fn array_position(text: &str, array: &str, i: usize, key: &str) -> (usize, usize) {
     let Ok(doc) = toml::de::DeTable::parse(text) else {
         return (1, 1);
     };
     let span = doc
         .get_ref()
         .iter()
-        .find(|(k, _)| k.get_ref() == "upstream")
+        .find(|(k, _)| k.get_ref() == array)
         .and_then(|(_, v)| match v.get_ref() {
             toml::de::DeValue::Array(a) => a.get(i).map(|item| match item.get_ref() {
                 toml::de::DeValue::Table(t) => t
@@ -62,6 +67,8 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut errors = Vec::new();
     let mut key_note = String::new();
     match KeySet::load(&config.tokens, false) {
+        // SPEC §10: with the built-in identity off no signing key is needed.
+        _ if !config.identity.enabled => key_note = "not used: [identity] enabled = false".into(),
         Ok(k) => key_note = format!("kid {}", k.signing_kid),
         Err(KeyError::Missing(p)) => key_note = format!("{p} will be created on first start"),
         Err(e) => {
@@ -92,6 +99,11 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
                 errors.push(format!("{origin}:{l}:{c}: upstream[{i}].{e}"));
             }
         }
+    }
+    // SPEC §10: an issuer's `ca` must load now, not at its first key fetch.
+    if let Err(e) = crate::auth::issuers::IssuerSet::build(&config) {
+        let (l, c) = array_position(&text, "issuer", e.index, "ca");
+        errors.push(format!("{origin}:{l}:{c}: issuer[{}].{}", e.index, e.why));
     }
     if let StoreUrl::Postgres(u) = &config.identity.store {
         // The URL's syntax and TLS settings; the server itself is not contacted.
@@ -182,6 +194,25 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
             targets.join(", "),
             u.connect_timeout,
             u.timeout
+        );
+    }
+    for i in &config.issuers {
+        let keys = match &i.jwks {
+            crate::config::JwksSource::Discovery => "keys by discovery".to_string(),
+            crate::config::JwksSource::Uri(u) => format!("keys from {u}"),
+        };
+        let algs: Vec<&str> = i
+            .algorithms
+            .iter()
+            .map(|a| crate::auth::vkey::alg_name(*a))
+            .collect();
+        println!(
+            "issuer    {}: {} ({keys}), audiences {:?}, {}, identity from {}",
+            i.name,
+            i.issuer,
+            i.audiences,
+            algs.join("/"),
+            i.identity_claim
         );
     }
     for r in &config.routes {
