@@ -159,10 +159,13 @@ async fn ten_kill_9s_under_load_lose_no_user_and_spend_no_refresh_token_twice() 
                 ))
             })
             .collect();
-        // Let the load build, then pull the plug mid-flight: the moment varies by round.
-        let before = ledger.registered.lock().unwrap().len();
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while ledger.registered.lock().unwrap().len() < before + 20
+        // Let the load build (on a busy machine it takes a while), then pull the
+        // plug mid-flight: the moment varies by round.
+        let users_before = ledger.registered.lock().unwrap().len();
+        let spent_before = ledger.spent.lock().unwrap().len();
+        let deadline = std::time::Instant::now() + Duration::from_secs(40);
+        while (ledger.registered.lock().unwrap().len() < users_before + 20
+            || ledger.spent.lock().unwrap().len() < spent_before + 10)
             && std::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
