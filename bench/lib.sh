@@ -15,6 +15,7 @@ start_upstream() {
 
 # gateway.toml for upstream port $2: an ephemeral port, rate limits off, long
 # keep-alive like the peers' configs, /public (public) and /protected (required).
+# $3: the store (default sqlite:data/users.db; see bench_store).
 write_gateway_config() {
     cat > "$1" <<TOML
 [server]
@@ -23,7 +24,7 @@ workers = 1
 header_read_timeout = "300s"
 idle_timeout = "300s"
 [identity]
-store = "sqlite:data/users.db"
+store = "${3:-sqlite:data/users.db}"
 [rate_limit]
 login_per_ip = "off"
 login_per_user = "off"
@@ -56,4 +57,24 @@ login_token() {
     curl -s -o /dev/null -X POST "$1/register" -H 'Content-Type: application/json' -d "$2"
     curl -sf -X POST "$1/login" -H 'Content-Type: application/json' -d "$2" \
         | sed 's/.*"access_token":"\([^"]*\)".*/\1/'
+}
+
+# The store for STORE=sqlite|postgres: prints its URL. For postgres, a database of
+# its own on the machine's PostgreSQL (127.0.0.1:5432, trust, user postgres), dropped
+# by bench_store_cleanup; PGBENCH_URL overrides it (an existing database).
+bench_store() {
+    case "${1:-sqlite}" in
+        sqlite) echo "sqlite:data/users.db" ;;
+        postgres)
+            if [ -n "${PGBENCH_URL:-}" ]; then echo "$PGBENCH_URL"; return; fi
+            BENCH_PGDB="authgate_bench_$$_$RANDOM"
+            psql -q -h 127.0.0.1 -U postgres -d postgres -c "CREATE DATABASE $BENCH_PGDB" >/dev/null
+            echo "postgres://postgres@127.0.0.1:5432/$BENCH_PGDB" ;;
+        *) echo "STORE must be sqlite or postgres" >&2; return 2 ;;
+    esac
+}
+
+bench_store_cleanup() {
+    [ -n "${BENCH_PGDB:-}" ] || return 0
+    psql -q -h 127.0.0.1 -U postgres -d postgres -c "DROP DATABASE IF EXISTS $BENCH_PGDB WITH (FORCE)" >/dev/null 2>&1 || true
 }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Login throughput and proxy latency under a login flood (issue: identity benchmark).
 #
-#   bash bench/login.sh          (~1 min after the build)
+#   bash bench/login.sh                 (~1 min after the build)
+#   STORE=postgres bash bench/login.sh  the same on a PostgreSQL store (a database of
+#                                        its own on 127.0.0.1:5432; bench/store.sh compares)
 #
 # 1. single-login time t1: the median of 15 sequential logins (one Argon2id verify at
 #    the default parameters each) → the limit = cores / t1 logins per second;
@@ -17,7 +19,7 @@ AG=${AUTHGATE_BIN:-$REPO/target/release/authgate}
 DIR=$(mktemp -d /tmp/authgate-login.XXXXXX)
 PIDS=()
 log() { printf '[%s] %s\n' "$(date -u +%H:%M:%S)" "$*"; }
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; { type bench_store_cleanup >/dev/null 2>&1 && bench_store_cleanup; } || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
     log "installing nginx and wrk"
@@ -27,7 +29,10 @@ fi
 
 . "$BENCH/lib.sh"
 start_upstream "$DIR"
-write_gateway_config "$DIR/gateway.toml" "$UP"
+STORE=${STORE:-sqlite}
+# bench_store sets BENCH_PGDB for cleanup: call it in this shell, not in $( ).
+bench_store "$STORE" > "$DIR/store-url"
+write_gateway_config "$DIR/gateway.toml" "$UP" "$(cat "$DIR/store-url")"
 AUTHGATE_LOG=warn "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)
 wait_ready "$DIR/ag.log"
 URL="http://127.0.0.1:$PORT"
@@ -79,11 +84,12 @@ log "   p99 alone $BASE ms, during the flood $LOADED ms = ${PRATIO}×"
 
 verdict() { awk -v v="$1" -v op="$2" -v t="$3" 'BEGIN { ok = (op == ">=") ? v >= t : v <= t; print ok ? "PASS" : "FAIL" }'; }
 mkdir -p "$BENCH/results"
-cat > "$BENCH/results/login.md" <<MD
+OUTF=login.md; [ "$STORE" = sqlite ] || OUTF=login-$STORE.md
+cat > "$BENCH/results/$OUTF" <<MD
 # authgate login benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')
 
 - machine: $CORES cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r)
-- default Argon2id (m=19456 KiB, t=2, p=1), hash_concurrency = $CORES, rate limits off, access log off
+- store: $STORE; default Argon2id (m=19456 KiB, t=2, p=1), hash_concurrency = $CORES, rate limits off, access log off
 - method: bench/login.sh — t1 = median of 15 sequential logins; flood = wrk 1 thread, 8 connections, 10 s;
   p99 = wrk 1 thread, 10 connections, 10 s on GET /protected (cached token), alone and during a flood
 
@@ -95,4 +101,4 @@ cat > "$BENCH/results/login.md" <<MD
 | GET /protected p99 alone | $BASE ms | | |
 | GET /protected p99 during flood | $LOADED ms | ≤ 2 × alone | $(verdict "$PRATIO" "<=" 2) (${PRATIO}×) |
 MD
-cat "$BENCH/results/login.md"
+cat "$BENCH/results/$OUTF"

@@ -7,6 +7,7 @@
 # distinct-hs256: HS256, every request a token never seen before (no verified-token cache
 # hit): what an uncached verification costs (issue 10). issuer-rs256: an [[issuer]] (SPEC §10)
 # with a static JWKS on loopback and distinct RS256 tokens (bench row i). Both need pyjwt.
+#   STORE=postgres bash bench/profile.sh      the same with the PostgreSQL store
 #
 # Starts an nginx upstream and authgate (release build) under valgrind, zeroes the
 # counters once ready, sends N keep-alive requests with wrk, dumps, and prints
@@ -20,14 +21,17 @@ REPO=$(dirname "$BENCH")
 AG=${AUTHGATE_BIN:-$REPO/target/release/authgate}
 DIR=$(mktemp -d /tmp/authgate-profile.XXXXXX)
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$DIR"; }
+cleanup() { for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; { type bench_store_cleanup >/dev/null 2>&1 && bench_store_cleanup; } || true; rm -rf "$DIR"; }
 trap cleanup EXIT
 for t in nginx wrk valgrind callgrind_control; do command -v "$t" >/dev/null || { echo "profile.sh: needs $t" >&2; exit 2; }; done
 [ -x "$AG" ] || (cd "$REPO" && cargo build --release --quiet)
 
 . "$BENCH/lib.sh"
 start_upstream "$DIR"
-write_gateway_config "$DIR/gateway.toml" "$UP"
+STORE=${STORE:-sqlite}
+# bench_store sets BENCH_PGDB for cleanup: call it in this shell, not in $( ).
+bench_store "$STORE" > "$DIR/store-url"
+write_gateway_config "$DIR/gateway.toml" "$UP" "$(cat "$DIR/store-url")"
 export AUTHGATE_JWT_SECRET=$(python3 -c 'import secrets; print(secrets.token_hex(32))')
 case $CASE in
     distinct-hs256)
@@ -69,7 +73,7 @@ callgrind_control -d >/dev/null
 sleep 1
 F=$(ls -t "$DIR"/cg.out* | head -1)
 TOTAL=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",","",$1); print $1; exit}')
-echo "case=$CASE requests=$REQS instructions=$TOTAL per_request=$(( TOTAL / REQS ))"
+echo "case=$CASE store=$STORE requests=$REQS instructions=$TOTAL per_request=$(( TOTAL / REQS ))"
 if [ -f "$DIR/tokens.txt" ] && [ "$REQS" -ge "$(wc -l <"$DIR/tokens.txt")" ]; then
     echo "note: more requests than tokens: some were verified-token cache hits (raise PROFILE_TOKENS)"
 fi
