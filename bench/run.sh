@@ -2,12 +2,12 @@
 # authgate benchmark: authgate vs an upstream alone, nginx and HAProxy (plain and with JWT
 # validation), on one 2-core machine over loopback. Ratios to the nginx row, within one run.
 #
-#   bash bench/run.sh            full run: 3 x 10 s per case, medians (~9-13 min after the build)
+#   bash bench/run.sh            full run: 3 x 10 s per case, medians (~12-17 min after the build)
 #   QUICK=1 bash bench/run.sh    iteration mode: 1 x 3 s per case
 #
 # Env knobs: BENCH_PORT_BASE (default 18180; 13 ports from there), AUTHGATE_LOG (default info,
 # what users run), BENCH_DISTINCT_TOKENS (tokens rotated in the f2/g2/h2 cases, default 40000),
-# BENCH_BUDGET_S (soft time budget of the measurements, default 800 s),
+# BENCH_BUDGET_S (soft time budget of the measurements, default 1100 s),
 # BENCH_IDLE_MAX (wait until the machine is below this busy %, default 15), SKIP_INSTALL=1,
 # SKIP_BUILD=1, AUTHGATE_BIN (a binary to bench instead of building target/release/authgate),
 # BENCH_RATE (the fixed-rate column's requests/s, default 5000; 0 skips it).
@@ -30,8 +30,8 @@ IDLE_CONNS=${IDLE_CONNS:-5000}
 DISTINCT=${BENCH_DISTINCT_TOKENS:-40000}
 IDLE_MAX=${BENCH_IDLE_MAX:-15}
 RATE=${BENCH_RATE:-5000}               # fixed-rate column: every case at this rate (oha -q, latency-corrected)
-BUDGET=${BENCH_BUDGET_S:-800}         # soft: later cases are skipped past it
-HARD_LIMIT=900                        # hard: the watchdog stops the run (15 min of measuring)
+BUDGET=${BENCH_BUDGET_S:-1100}        # soft: later cases are skipped past it
+HARD_LIMIT=1200                       # hard: the watchdog stops the run (20 min of measuring)
 BASE=${BENCH_PORT_BASE:-18180}
 P_UP=$BASE P_NGX=$((BASE + 1)) P_HAP=$((BASE + 2)) P_HS=$((BASE + 3)) P_RS=$((BASE + 4))
 P_ES=$((BASE + 5)) P_AG_ED=$((BASE + 6)) P_AG_HS=$((BASE + 7)) P_AG_ES=$((BASE + 8))

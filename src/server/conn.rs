@@ -116,13 +116,17 @@ pub async fn serve(
     Box::pin(serve_ready(stream, peer, app, stop)).await
 }
 
-/// Waits until `stream` has bytes (or EOF); false on timeout or drain.
+/// Waits until `stream` has bytes; false on EOF, error, timeout or drain.
+/// A one-byte peek, not `readable()`: readiness can be reported before any byte
+/// is there (seen with a freshly accepted socket), and acting on that would build
+/// the connection's whole state for nothing.
 async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver<bool>) -> bool {
     if *stop.borrow() {
         return false;
     }
+    let mut byte = [0u8; 1];
     tokio::select! {
-        r = stream.readable() => r.is_ok(),
+        r = stream.peek(&mut byte) => matches!(r, Ok(n) if n > 0),
         _ = tokio::time::sleep(wait) => false,
         _ = stop.changed() => false,
     }
@@ -135,46 +139,55 @@ async fn serve_ready(
     mut stop: watch::Receiver<bool>,
 ) {
     let protos = protocols(&app);
+    // The TLS and HTTP/2 states are large and boxed on their own: a cleartext
+    // HTTP/1.1 connection, idle most of its life, carries none of their size.
     let acceptor = app.tls.load().as_ref().clone();
-    match acceptor {
-        Some(acceptor) => {
-            let timeout = protos.config.server.header_read_timeout;
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-            let svc = service(app, Arc::new(ConnInfo::new(peer, true)), None);
-            if h2 {
-                let io = TokioIo::new(tls);
-                drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
-            } else {
-                // SPEC §8: the first head is checked by the guard (JSON 400/408/431);
-                // later ones on this connection are hyper's and edge's.
-                let mut tls = tls;
-                let limits = head_limits(&protos.config);
-                let Some(read) = guard::next_head(&mut tls, Bytes::new(), limits, peer.ip()).await
-                else {
-                    return;
-                };
-                let io = TokioIo::new(guard::Prefixed::new(tls, read));
-                let conn = protos.h1.serve_connection(io, svc).with_upgrades();
-                drive(conn, &mut stop, None).await;
-            }
+    if let Some(acceptor) = acceptor {
+        return Box::pin(serve_tls(acceptor, stream, peer, app, stop, protos)).await;
+    }
+    if h2_preface(&stream, &protos.config).await {
+        let svc = service(app, Arc::new(ConnInfo::new(peer, false)), None);
+        let conn = protos.h2.serve_connection(TokioIo::new(stream), svc);
+        Box::pin(drive(conn, &mut stop, None)).await;
+        return;
+    }
+    drop(protos);
+    serve_h1(stream, peer, app, stop).await
+}
+
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    mut stop: watch::Receiver<bool>,
+    protos: Arc<Protocols>,
+) {
+    let timeout = protos.config.server.header_read_timeout;
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
         }
-        None => {
-            if h2_preface(&stream, &protos.config).await {
-                let svc = service(app, Arc::new(ConnInfo::new(peer, false)), None);
-                let conn = protos.h2.serve_connection(TokioIo::new(stream), svc);
-                drive(conn, &mut stop, None).await;
-            } else {
-                serve_h1(stream, peer, app, stop).await;
-            }
-        }
+        Err(_) => return,
+    };
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let svc = service(app, Arc::new(ConnInfo::new(peer, true)), None);
+    if h2 {
+        let io = TokioIo::new(tls);
+        drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
+    } else {
+        // SPEC §8: the first head is checked by the guard (JSON 400/408/431);
+        // later ones on this connection are hyper's and edge's.
+        let mut tls = tls;
+        let limits = head_limits(&protos.config);
+        let Some(read) = guard::next_head(&mut tls, Bytes::new(), limits, peer.ip()).await else {
+            return;
+        };
+        let io = TokioIo::new(guard::Prefixed::new(tls, read));
+        let conn = protos.h1.serve_connection(io, svc).with_upgrades();
+        drive(conn, &mut stop, None).await;
     }
 }
 
