@@ -153,6 +153,8 @@ def main(run_dir, out_md, chart_dat):
     ma, mb = med.get("e", {}).get("mem"), ref.get("mem")
     target("authgate memory per idle connection ≤ nginx", ma / mb if ma is not None and mb else None,
            lambda v: v <= 1.0, f"{cell(ma, '{:.2f}')} vs {cell(mb, '{:.2f}')} KiB")
+    target("authgate memory per idle keep-alive connection ≤ 4 KiB (issue 10)", ma,
+           lambda v: v <= 4.0, f"{cell(ma, '{:.2f}')} KiB")
     rm = ready.get("median_ms")
     target("authgate start-to-ready < 100 ms", rm, lambda v: v < 100,
            f"median {rm} ms of {ready.get('runs_ms')}" if rm is not None else ready.get("error", "no data"))
