@@ -43,7 +43,7 @@ case $CASE in
         JWKS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
         mkdir -p "$DIR/jwks"
         openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/rs256.key" 2>/dev/null
-        python3 "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"
+        "${PYJWT:-python3}" "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"
         python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$DIR/jwks" >/dev/null 2>&1 & PIDS+=($!)
         printf '\n[[issuer]]\nname = "bench-idp"\nissuer = "https://idp.bench.test"\njwks_uri = "http://127.0.0.1:%s/jwks.json"\naudiences = ["api"]\nalgorithms = ["RS256"]\n' "$JWKS_PORT" >>"$DIR/gateway.toml" ;;
 esac
@@ -57,7 +57,7 @@ URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); SCRIPT=()
 case $CASE in
     public) URL=/public/x; HDR=() ;;
     distinct-hs256)
-        python3 "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
+        "${PYJWT:-python3}" "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
 esac
 if [ -f "$DIR/tokens.txt" ]; then
     # Warm with the last token (pool, keys); the run then sends each other token once.

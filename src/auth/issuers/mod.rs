@@ -279,6 +279,9 @@ impl IssuerSet {
 
     /// Starts every issuer's fetch loop on the key-fetch runtime.
     pub fn start(&self) {
+        if self.list.is_empty() {
+            return; // no thread for a gateway without issuers
+        }
         let Some(rt) = fetch::runtime() else {
             tracing::error!("no key-fetch runtime: issuer keys will not be fetched");
             return;
