@@ -70,6 +70,24 @@ pub struct Idp {
     dir: TempDir,
 }
 
+/// `cargo test` alone must work for a new checkout (README): install the pinned
+/// IdP from its lockfile the first time a test needs it (.ci/run does it up front).
+fn install_once() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if idp_dir().join("node_modules/oauth2-mock-server").is_dir() {
+            return;
+        }
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(idp_dir())
+            .status();
+        if !matches!(status, Ok(s) if s.success()) {
+            eprintln!("npm ci in tests/idp failed: {status:?}");
+        }
+    });
+}
+
 impl Idp {
     /// Starts the IdP with a certificate from `ca`, on `port` (0: any free port).
     pub fn start(ca: &TestCa, port: u16) -> Idp {
@@ -81,6 +99,7 @@ impl Idp {
     }
 
     fn spawn(dir: TempDir, port: u16) -> Idp {
+        install_once();
         assert!(
             idp_dir().join("node_modules/oauth2-mock-server").is_dir(),
             "the test IdP is not installed: run `npm ci --prefix tests/idp` (.ci/run does)"
