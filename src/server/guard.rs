@@ -76,7 +76,8 @@ where
     match verdict {
         Ok(()) => Some(buf.freeze()),
         Err(e) => {
-            refuse(s, e, peer).await;
+            // Boxed: only a refused head pays for the answer's state.
+            Box::pin(refuse(s, e, peer)).await;
             None
         }
     }
@@ -248,7 +249,9 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let _ = s.shutdown().await;
     let _ = tokio::time::timeout(LINGER_TIME, async {
-        let mut sink = [0u8; 16 * 1024];
+        // On the heap: an array here would sit in this future's state, and through
+        // `next_head` in every idle connection's task (+16 KiB each, bench idle_conns).
+        let mut sink = vec![0u8; 16 * 1024];
         let mut left = LINGER_BYTES;
         while left > 0 {
             match s.read(&mut sink).await {
