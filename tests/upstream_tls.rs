@@ -8,8 +8,7 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
@@ -89,46 +88,30 @@ fn https_upstream(
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let seen = Arc::new(Seen::default());
-    let (tx, rx) = mpsc::channel();
     let s = seen.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(l.local_addr().unwrap()).unwrap();
-            loop {
-                let Ok((tcp, _)) = l.accept().await else {
-                    continue;
-                };
-                let (acceptor, s) = (acceptor.clone(), s.clone());
-                tokio::spawn(async move {
-                    let Ok(tls) = acceptor.accept(tcp).await else {
-                        return;
-                    };
-                    s.handshakes.fetch_add(1, Ordering::SeqCst);
-                    let client_cert = tls.get_ref().1.peer_certificates().is_some();
-                    let svc =
-                        hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
-                            let s = s.clone();
-                            async move {
-                                s.requests.fetch_add(1, Ordering::SeqCst);
-                                s.with_client_cert.lock().unwrap().push(client_cert);
-                                Ok::<_, std::convert::Infallible>(Response::new(Full::new(
-                                    Bytes::from_static(b"secure"),
-                                )))
-                            }
-                        });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
-                        .await;
-                });
-            }
-        });
+    let addr = common::serve_loopback(move |tcp| {
+        let (acceptor, s) = (acceptor.clone(), s.clone());
+        async move {
+            let Ok(tls) = acceptor.accept(tcp).await else {
+                return;
+            };
+            s.handshakes.fetch_add(1, Ordering::SeqCst);
+            let client_cert = tls.get_ref().1.peer_certificates().is_some();
+            let svc = hyper::service::service_fn(move |_req: Request<hyper::body::Incoming>| {
+                let s = s.clone();
+                async move {
+                    s.requests.fetch_add(1, Ordering::SeqCst);
+                    s.with_client_cert.lock().unwrap().push(client_cert);
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from_static(
+                        b"secure",
+                    ))))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                .await;
+        }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
     (addr, seen)
 }
 

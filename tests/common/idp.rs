@@ -216,50 +216,35 @@ impl HostileJwks {
     pub fn start(reply: Reply) -> HostileJwks {
         let reply = Arc::new(Mutex::new(reply));
         let hits = Arc::new(AtomicUsize::new(0));
-        let (tx, rx) = mpsc::channel();
         let (r, h) = (reply.clone(), hits.clone());
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((stream, _)) = l.accept().await else {
-                        continue;
-                    };
+        let addr = super::serve_loopback(move |stream| {
+            let (r, h) = (r.clone(), h.clone());
+            async move {
+                let svc = hyper::service::service_fn(move |_req| {
                     let (r, h) = (r.clone(), h.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |_req| {
-                            let (r, h) = (r.clone(), h.clone());
-                            async move {
-                                h.fetch_add(1, Ordering::SeqCst);
-                                let reply = r.lock().unwrap().clone();
-                                let body = match reply {
-                                    Reply::Body(b) => b,
-                                    Reply::Stall(d, b) => {
-                                        tokio::time::sleep(d).await;
-                                        b
-                                    }
-                                };
-                                Ok::<_, std::convert::Infallible>(
-                                    hyper::Response::builder()
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(body))
-                                        .unwrap(),
-                                )
+                    async move {
+                        h.fetch_add(1, Ordering::SeqCst);
+                        let reply = r.lock().unwrap().clone();
+                        let body = match reply {
+                            Reply::Body(b) => b,
+                            Reply::Stall(d, b) => {
+                                tokio::time::sleep(d).await;
+                                b
                             }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+                        };
+                        Ok::<_, std::convert::Infallible>(
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(body))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         HostileJwks { addr, reply, hits }
     }
 

@@ -184,41 +184,51 @@ async fn upstream_handle(
     Ok(r)
 }
 
+/// A server on 127.0.0.1:0 on a thread of its own (a current-thread runtime):
+/// `on_conn` runs as a task for every accepted connection. Returns the address.
+pub fn serve_loopback<F, Fut>(on_conn: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async move {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(l.local_addr().unwrap()).unwrap();
+            loop {
+                let Ok((stream, _)) = l.accept().await else {
+                    continue;
+                };
+                tokio::task::spawn_local(on_conn(stream));
+            }
+        });
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("loopback server did not start")
+}
+
 impl Upstream {
     pub fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (tx, rx) = mpsc::channel();
-        let s = seen.clone();
-        let a = accepted.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-                tx.send(l.local_addr().unwrap()).unwrap();
-                loop {
-                    let Ok((stream, _)) = l.accept().await else {
-                        continue;
-                    };
-                    a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let s = s.clone();
-                    tokio::spawn(async move {
-                        let svc =
-                            hyper::service::service_fn(move |req| upstream_handle(s.clone(), req));
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .with_upgrades()
-                            .await;
-                    });
-                }
-            });
+        let (s, a) = (seen.clone(), accepted.clone());
+        let addr = serve_loopback(move |stream| {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let s = s.clone();
+            async move {
+                let svc = hyper::service::service_fn(move |req| upstream_handle(s.clone(), req));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("upstream did not start");
         Upstream {
             addr,
             seen,
