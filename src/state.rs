@@ -29,7 +29,8 @@ pub struct Runtime {
     /// Signs authgate's own tokens; `None` when `[identity] enabled = false`.
     pub issuer: Option<Issuer>,
     pub jwks: Bytes,
-    pub passwords: PasswordPool,
+    /// Kept across reloads that leave its settings alone (see `Runtime::build`).
+    pub passwords: Arc<PasswordPool>,
     pub limits: Limits,
     pub upstreams: Vec<Arc<UpstreamPool>>,
     pub store: Arc<dyn UserStore>,
@@ -52,7 +53,13 @@ pub enum RouteRef {
 pub struct BuildError(pub String);
 
 impl Runtime {
-    pub fn build(config: Config, store: Arc<dyn UserStore>) -> Result<Runtime, BuildError> {
+    /// `old` is the snapshot a reload replaces: its password pool is kept when the
+    /// hashing settings are unchanged.
+    pub fn build(
+        config: Config,
+        store: Arc<dyn UserStore>,
+        old: Option<&Runtime>,
+    ) -> Result<Runtime, BuildError> {
         // SPEC §10: with the built-in identity off there is no signing key to load.
         let keys = if config.identity.enabled {
             Some(KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?)
@@ -63,8 +70,15 @@ impl Runtime {
         let verifier = Verifier::new(&config, keys.as_ref(), issuers)
             .map_err(|e| BuildError(format!("tokens: {e}")))?;
         let id = &config.identity;
-        let passwords = PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
-            .map_err(|e| BuildError(e.to_string()))?;
+        let passwords = match old.map(|o| &o.passwords) {
+            Some(p) if p.is_built_with(id.password_hash, id.hash_concurrency, id.hash_queue) => {
+                p.clone()
+            }
+            _ => Arc::new(
+                PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
+                    .map_err(|e| BuildError(e.to_string()))?,
+            ),
+        };
         let limits = Limits::new(&config.rate_limit);
         let upstreams = config
             .upstreams

@@ -62,6 +62,100 @@ async fn twenty_reloads_under_steady_load_fail_no_request() {
     assert_eq!(r.status(), 404);
 }
 
+/// Issue 13 soak: each reload left the old snapshot's idle upstream connections open
+/// for their whole idle timeout (90 s), so open descriptors grew with the reload rate.
+/// They are closed within a sweep (5 s) once the old snapshot is gone, and the hashing
+/// pool is kept when its settings did not change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_closes_the_old_snapshots_idle_upstream_connections() {
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    for i in 0..5 {
+        // Concurrent requests, so the pool holds several idle connections.
+        let reqs = (0..4).map(|_| c.get(gw.url("/public/x")).send());
+        for r in futures_util::future::join_all(reqs).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+        let text = with_extra_route(&cfg, &format!("/extra{i}"));
+        assert!(
+            tokio::task::block_in_place(|| gw.reload(&text)),
+            "{}",
+            gw.logs()
+        );
+    }
+    let opened = up.connections();
+    assert!(
+        opened >= 5,
+        "each snapshot opened its own connections: {opened}"
+    );
+    // The last snapshot's connections may stay idle in its pool; the older ones go.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while up.open_connections() > 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        up.open_connections() <= 4,
+        "{} of {opened} upstream connections still open after the reloads",
+        up.open_connections()
+    );
+    // The current snapshot still proxies (over a pooled or a new connection).
+    let r = c.get(gw.url("/extra4/y")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// The Argon2 hashing threads (by thread id) of a running gateway.
+fn hash_threads(pid: u32) -> Vec<String> {
+    let mut tids: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|e| {
+            let tid = e.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            comm.starts_with("authgate-hash").then_some(tid)
+        })
+        .collect();
+    tids.sort();
+    tids
+}
+
+/// A reload that leaves the hashing settings alone keeps the hashing pool: a new
+/// one would start new threads and hash a new dummy password (19 MiB of Argon2
+/// memory at the defaults, left in a glibc arena — the soak's RSS steps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_hashing_threads_unless_their_settings_change() {
+    let up = Upstream::start();
+    let cfg = Cfg::new(up.addr);
+    let gw = Gateway::start(&cfg);
+    let before = hash_threads(gw.pid());
+    assert!(!before.is_empty(), "no hashing threads found");
+    let text = with_extra_route(&cfg, "/extra");
+    assert!(
+        tokio::task::block_in_place(|| gw.reload(&text)),
+        "{}",
+        gw.logs()
+    );
+    assert_eq!(
+        hash_threads(gw.pid()),
+        before,
+        "same settings: same threads"
+    );
+    let changed = text.replace("[identity]", "[identity]\nhash_queue = 7");
+    assert_ne!(changed, text, "the test config has an [identity] table");
+    assert!(
+        tokio::task::block_in_place(|| gw.reload(&changed)),
+        "{}",
+        gw.logs()
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while hash_threads(gw.pid()) == before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_ne!(hash_threads(gw.pid()), before, "new settings: a new pool");
+    let r = register(&gw, "alice", "correct horse battery").await;
+    assert_eq!(r.status(), 201);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_flight_request_finishes_on_the_old_config() {
     let up = Upstream::start();

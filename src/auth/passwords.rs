@@ -21,6 +21,9 @@ type Job = Box<dyn FnOnce() + Send>;
 
 pub struct PasswordPool {
     params: HashParams,
+    /// (`hash_concurrency`, `hash_queue`): with `params`, what a reload compares to
+    /// keep this pool instead of building a new one.
+    sizes: (usize, usize),
     admit: Arc<Semaphore>,
     /// Jobs for the hashing threads; dropping the pool ends them.
     jobs: std::sync::mpsc::Sender<Job>,
@@ -122,6 +125,7 @@ impl PasswordPool {
         }
         Ok(PasswordPool {
             params,
+            sizes: (concurrency, queue),
             admit: Arc::new(Semaphore::new(concurrency + queue)),
             jobs,
             dummy,
@@ -130,6 +134,14 @@ impl PasswordPool {
 
     pub fn params(&self) -> HashParams {
         self.params
+    }
+
+    /// Whether this pool was built with these settings. A reload keeps such a pool:
+    /// a new one would start new hashing threads and hash a new dummy (19 MiB of
+    /// Argon2 memory each time at the defaults, which glibc keeps in whichever arena
+    /// the reload ran on — the soak's RSS steps).
+    pub fn is_built_with(&self, params: HashParams, concurrency: usize, queue: usize) -> bool {
+        self.params == params && self.sizes == (concurrency, queue)
     }
 
     async fn run<T: Send + 'static>(

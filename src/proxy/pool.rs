@@ -8,6 +8,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -44,6 +45,28 @@ struct Pool {
 
 thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
+}
+
+/// Ids of the upstreams whose snapshot is still alive. Idle connections of any
+/// other id belong to a snapshot a reload replaced: nothing will check them out
+/// again, so the sweeper closes them instead of keeping them for `IDLE_TIMEOUT`
+/// (the soak's open-fd count grew with every reload). Touched on build, drop and
+/// sweep only, never on the request path.
+static LIVE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+
+/// Records a new upstream's id as alive; returns it.
+pub fn register(id: u64) -> u64 {
+    if let Ok(mut live) = LIVE.lock() {
+        live.push(id);
+    }
+    id
+}
+
+/// Forgets an upstream's id: its idle connections go at the next sweep.
+pub fn retire(id: u64) {
+    if let Ok(mut live) = LIVE.lock() {
+        live.retain(|&l| l != id);
+    }
 }
 
 /// The most recently used idle connection to `key` that is still open.
@@ -91,9 +114,16 @@ pub fn spawn_sweeper() {
 
 fn sweep() {
     let now = Instant::now();
+    let live = match LIVE.lock() {
+        Ok(l) => l.clone(),
+        Err(_) => return,
+    };
     POOL.with(|p| {
         let mut p = p.borrow_mut();
-        p.idle.retain(|_, q| {
+        p.idle.retain(|&(id, _), q| {
+            if !live.contains(&id) {
+                return false;
+            }
             q.retain(|c| !c.sender.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
             !q.is_empty()
         });

@@ -88,7 +88,7 @@ impl UpstreamPool {
                 .collect(),
             tls,
             next: AtomicUsize::new(0),
-            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            id: pool::register(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
             retries: u.retries,
@@ -101,7 +101,17 @@ impl UpstreamPool {
     pub fn key(&self, i: usize) -> Key {
         (self.id, i)
     }
+}
 
+impl Drop for UpstreamPool {
+    /// The snapshot that owned this upstream is gone (a reload replaced it and its
+    /// last request finished): its idle connections are closed at the next sweep.
+    fn drop(&mut self) {
+        pool::retire(self.id);
+    }
+}
+
+impl UpstreamPool {
     /// A new connection to target `i`, TCP connect (and TLS handshake) bounded
     /// by `connect_timeout`.
     async fn open(&self, i: usize) -> Result<SendRequest<Body>, SendError> {

@@ -38,7 +38,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     let rt = tokio::task::spawn_blocking(move || {
         let store = crate::store::open_for(&config.identity)
             .map_err(|e| ServeError(format!("identity.store: {e}")))?;
-        let rt = Runtime::build(config, store).map_err(|e| ServeError(e.to_string()))?;
+        let rt = Runtime::build(config, store, None).map_err(|e| ServeError(e.to_string()))?;
         // SPEC §9: revocations survive restarts: all of them are in force before
         // the first request.
         rt.revocations
@@ -156,6 +156,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
     let path = app.config_path.clone();
     let old = app.current.load_full();
+    let prev = old.clone();
     let (old_store, old_revs) = (old.store.clone(), old.revocations.clone());
     let old_key = (
         old.config.identity.store.clone(),
@@ -172,7 +173,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
         } else {
             crate::store::open_for(&cfg.identity).map_err(|e| format!("identity.store: {e}"))?
         };
-        let mut rt = Runtime::build(cfg, store).map_err(|e| e.to_string())?;
+        let mut rt = Runtime::build(cfg, store, Some(&prev)).map_err(|e| e.to_string())?;
         if same {
             // The same store: the same revocations and poller.
             let c = &rt.config;

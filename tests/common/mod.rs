@@ -90,6 +90,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Recorded>>>,
     accepted: Arc<std::sync::atomic::AtomicUsize>,
+    closed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 type UpBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
@@ -217,23 +218,32 @@ impl Upstream {
     pub fn start() -> Upstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (s, a) = (seen.clone(), accepted.clone());
+        let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, a, c) = (seen.clone(), accepted.clone(), closed.clone());
         let addr = serve_loopback(move |stream| {
             a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let s = s.clone();
+            let (s, c) = (s.clone(), c.clone());
             async move {
                 let svc = hyper::service::service_fn(move |req| upstream_handle(s.clone(), req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .with_upgrades()
                     .await;
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
         });
         Upstream {
             addr,
             seen,
             accepted,
+            closed,
         }
+    }
+
+    /// Connections accepted and not yet closed (by either side).
+    pub fn open_connections(&self) -> usize {
+        let closed = self.closed.load(std::sync::atomic::Ordering::SeqCst);
+        self.connections() - closed
     }
 
     /// TCP connections accepted so far (to see whether the gateway pools them).
