@@ -56,6 +56,9 @@ start=$(date +%s)
 reloads=0
 while kill -0 "$LOADPID" 2>/dev/null; do
     sleep 5
+    # A sample taken after the load ended measures an idle gateway (its client
+    # connections gone): not part of the soak.
+    kill -0 "$LOADPID" 2>/dev/null || break
     t=$(( $(date +%s) - start ))
     rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$AGPID/status" 2>/dev/null || echo 0)
     fds=$(ls "/proc/$AGPID/fd" 2>/dev/null | wc -l)

@@ -85,7 +85,8 @@ impl Runtime {
             .iter()
             .enumerate()
             .map(|(i, u)| {
-                UpstreamPool::new(u)
+                let before = old.and_then(|o| o.upstreams.iter().find(|p| p.name == u.name));
+                UpstreamPool::new(u, before.map(|p| p.as_ref()))
                     .map(Arc::new)
                     .map_err(|e| BuildError(format!("upstream[{i}].{e}")))
             })

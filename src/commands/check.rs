@@ -94,7 +94,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // load now, not at the first request.
     for (i, u) in config.upstreams.iter().enumerate() {
         if u.tls.is_some() {
-            if let Err(e) = crate::proxy::upstream::UpstreamPool::new(u) {
+            if let Err(e) = crate::proxy::upstream::UpstreamPool::new(u, None) {
                 let (l, c) = upstream_position(&text, i, "tls");
                 errors.push(format!("{origin}:{l}:{c}: upstream[{i}].{e}"));
             }

@@ -47,11 +47,12 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// Ids of the upstreams whose snapshot is still alive. Idle connections of any
-/// other id belong to a snapshot a reload replaced: nothing will check them out
-/// again, so the sweeper closes them instead of keeping them for `IDLE_TIMEOUT`
-/// (the soak's open-fd count grew with every reload). Touched on build, drop and
-/// sweep only, never on the request path.
+/// Ids of the upstreams whose snapshot is still alive, once per snapshot that
+/// holds it (a reload that leaves an upstream alone passes its id on). Idle
+/// connections of any other id belong to a snapshot a reload replaced: nothing
+/// will check them out again, so the sweeper closes them instead of keeping them
+/// for `IDLE_TIMEOUT` (the soak's open-fd count grew with every reload). Touched
+/// on build, drop and sweep only, never on the request path.
 static LIVE: Mutex<Vec<u64>> = Mutex::new(Vec::new());
 
 /// Records a new upstream's id as alive; returns it.
@@ -62,10 +63,13 @@ pub fn register(id: u64) -> u64 {
     id
 }
 
-/// Forgets an upstream's id: its idle connections go at the next sweep.
+/// Drops one holder of an upstream's id; with none left its idle connections go
+/// at the next sweep.
 pub fn retire(id: u64) {
     if let Ok(mut live) = LIVE.lock() {
-        live.retain(|&l| l != id);
+        if let Some(i) = live.iter().position(|&l| l == id) {
+            live.swap_remove(i);
+        }
     }
 }
 
@@ -101,10 +105,10 @@ fn checkin(key: Key, sender: Sender) {
     })
 }
 
-/// Drops expired and closed idle connections every few seconds (per worker).
+/// Drops expired, closed and retired idle connections every second (per worker).
 pub fn spawn_sweeper() {
     tokio::spawn(async {
-        let mut t = tokio::time::interval(Duration::from_secs(5));
+        let mut t = tokio::time::interval(Duration::from_secs(1));
         loop {
             t.tick().await;
             sweep();

@@ -62,8 +62,21 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// Reads the TLS files the upstream names (again on every reload); the error
     /// names the key at fault, relative to the upstream (`tls.ca: …`).
-    pub fn new(u: &Upstream) -> Result<UpstreamPool, String> {
+    ///
+    /// `old` is the same-named upstream of the snapshot a reload replaces: when it
+    /// reaches the same plain-HTTP targets with the same `timeout` (which its
+    /// connections carry), this one takes over its idle connections — a reload
+    /// does not reconnect to every backend. TLS upstreams always start afresh, so a
+    /// re-read CA or client certificate applies to every new request.
+    pub fn new(u: &Upstream, old: Option<&UpstreamPool>) -> Result<UpstreamPool, String> {
         let tls = tls_client(u)?;
+        let same_conns = old.filter(|o| {
+            o.tls.is_none()
+                && tls.is_none()
+                && o.timeout == u.timeout
+                && o.targets.iter().map(|t| &t.authority).eq(u.targets.iter())
+        });
+        let id = same_conns.map_or_else(|| NEXT_ID.fetch_add(1, Ordering::Relaxed), |o| o.id);
         let name_for = |authority: &str| {
             let host = match u.tls.as_ref().and_then(|t| t.server_name.as_deref()) {
                 Some(n) => n.to_string(),
@@ -88,7 +101,7 @@ impl UpstreamPool {
                 .collect(),
             tls,
             next: AtomicUsize::new(0),
-            id: pool::register(NEXT_ID.fetch_add(1, Ordering::Relaxed)),
+            id: pool::register(id),
             connect_timeout: u.connect_timeout,
             timeout: u.timeout,
             retries: u.retries,
@@ -359,7 +372,7 @@ mod tests {
             health_check: None,
             tls: None,
         };
-        UpstreamPool::new(&u).unwrap()
+        UpstreamPool::new(&u, None).unwrap()
     }
 
     #[tokio::test]
