@@ -241,7 +241,7 @@ pub(super) fn explain(
         .map(String::from),
     );
     println!("injects   {}", injected.join(", "));
-    let fwd_path = route.forwarded_path(canon.clone());
+    let fwd_path = route.forwarded_path(&canon);
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
     for t in &up.targets {
         println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());

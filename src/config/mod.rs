@@ -306,13 +306,13 @@ pub struct Route {
 impl Route {
     /// The path sent upstream for a canonical request path this route matched:
     /// with `strip_prefix`, the part after the route's prefix (at least `/`).
-    pub fn forwarded_path(&self, canonical: String) -> String {
+    pub fn forwarded_path<'a>(&self, canonical: &'a str) -> &'a str {
         if !self.strip_prefix || self.path == "/" {
             return canonical;
         }
         match canonical.get(self.path.len()..) {
-            Some(rest) if !rest.is_empty() => rest.to_string(),
-            _ => "/".to_string(),
+            Some(rest) if !rest.is_empty() => rest,
+            _ => "/",
         }
     }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::header::{HeaderValue, AUTHORIZATION, HOST};
-use http::{HeaderMap, Request, Response, Version};
+use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
 use crate::auth::jwt::{satisfies, Verified};
@@ -229,6 +229,30 @@ pub async fn serve(
     Ok(resp)
 }
 
+/// The origin-form target sent upstream: the forwarded (canonical) path and the
+/// query. When that is what the client sent, the received bytes are shared rather
+/// than copied (the usual case: a canonical path and no `strip_prefix`).
+fn upstream_uri(received: &Uri, forwarded_path: &str) -> Result<Uri, ApiError> {
+    let query = received.query();
+    if let Some(pq) = received
+        .path_and_query()
+        .filter(|_| forwarded_path == received.path())
+    {
+        return Ok(Uri::from(pq.clone()));
+    }
+    let mut pq = String::with_capacity(forwarded_path.len() + query.map_or(0, |q| q.len() + 1));
+    pq.push_str(forwarded_path);
+    if let Some(q) = query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    // Exactly sized, so Bytes takes the allocation as it is.
+    http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq))
+        .map(Uri::from)
+        // Not reached: the target was checked to be visible ASCII.
+        .map_err(|_| ApiError::UpstreamUnavailable)
+}
+
 async fn dispatch(
     rt: &Runtime,
     conn: &ConnInfo,
@@ -258,17 +282,20 @@ async fn dispatch(
     }
     let path = normalize::normalize_path(req.uri().path())
         .map_err(|e| ApiError::InvalidRequest(e.to_string()))?;
-    trace.path = Some(path.clone());
-    if let Some(ep) = rt.config.identity_endpoint(&path) {
+    let path: &str = trace.path.insert(path);
+    if let Some(ep) = rt.config.identity_endpoint(path) {
         trace.route = Some(RouteRef::Endpoint(ep));
-        let (resp, user) = crate::auth::endpoints::handle(rt, ep, req, conn).await?;
+        // Boxed: the identity endpoints' futures (store calls, hashing) are several
+        // KiB, and would otherwise size every proxied request's future, which is
+        // copied as it is boxed per request.
+        let (resp, user) = Box::pin(crate::auth::endpoints::handle(rt, ep, req, conn)).await?;
         trace.user = user;
         return Ok(resp);
     }
     let host = request_host(&req);
     let (idx, route) = rt
         .router
-        .find(host, req.method(), &path)
+        .find(host, req.method(), path)
         .ok_or(ApiError::NotFound)?;
     trace.route = Some(RouteRef::Route(idx));
     let sessions = &rt.config.session;
@@ -293,33 +320,29 @@ async fn dispatch(
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
             let login = &rt.config.identity.paths.login;
-            return Ok(session::login_redirect(login, &path, req.uri().query()));
+            return Ok(session::login_redirect(login, path, req.uri().query()));
         }
         r => r?,
     };
     trace.caller = identity.clone();
-    let forwarded_path = route.forwarded_path(path);
-    let path_and_query = match req.uri().query() {
-        Some(q) => {
-            let mut pq = forwarded_path;
-            pq.push('?');
-            pq.push_str(q);
-            pq
-        }
-        None => forwarded_path,
+    let uri = upstream_uri(req.uri(), route.forwarded_path(path))?;
+    // The Host header as received is shared, not copied; an absolute-form or
+    // HTTP/2 authority is made into a value.
+    let host_value = match req.uri().authority() {
+        Some(_) => host.and_then(|h| HeaderValue::from_str(h).ok()),
+        None => req.headers().get(HOST).cloned(),
     };
     let pool = &rt.upstreams[route.upstream];
-    let host_owned = host.map(str::to_owned);
     let out = Outgoing {
         pool,
         rules: &rt.rules,
-        path_and_query: &path_and_query,
+        uri,
         identity: identity.as_deref(),
         client: ClientInfo {
             peer: conn.peer.ip(),
             peer_text: &conn.peer_text,
             tls: conn.tls,
-            host: host_owned.as_deref(),
+            host: host_value.as_ref(),
             request_id,
         },
     };
@@ -387,6 +410,22 @@ mod tests {
         assert!(matches!(check_host(&r), Err(ApiError::InvalidRequest(_))));
         assert!(check_host(&req("/x", &[], Version::HTTP_10)).is_ok());
         assert!(check_host(&req("http://a.test/x", &[], Version::HTTP_11)).is_ok());
+    }
+
+    #[test]
+    fn the_upstream_target_shares_the_received_one_when_it_is_canonical() {
+        let received: Uri = "http://gw.test/a/b?x=1".parse().unwrap();
+        let u = upstream_uri(&received, "/a/b").unwrap();
+        assert_eq!(u, "/a/b?x=1");
+        // Shared: the same bytes, not a copy.
+        let (a, b) = (
+            u.path_and_query().unwrap(),
+            received.path_and_query().unwrap(),
+        );
+        assert_eq!(a.as_str().as_ptr(), b.as_str().as_ptr());
+        assert_eq!(upstream_uri(&received, "/b").unwrap(), "/b?x=1");
+        let received: Uri = "/a/./b".parse().unwrap();
+        assert_eq!(upstream_uri(&received, "/a/b").unwrap(), "/a/b");
     }
 
     #[test]

@@ -70,8 +70,9 @@ pub struct ClientInfo<'a> {
     /// The peer address as text, computed once per connection.
     pub peer_text: &'a HeaderValue,
     pub tls: bool,
-    /// `Host` as received (or HTTP/2 `:authority`).
-    pub host: Option<&'a str>,
+    /// `Host` as received (or HTTP/2 `:authority`): the value itself, so that
+    /// forwarding it shares the received bytes instead of copying them.
+    pub host: Option<&'a HeaderValue>,
     pub request_id: &'a HeaderValue,
 }
 
@@ -164,13 +165,12 @@ impl HeaderRules {
         if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
             h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
-        let host = c
-            .host
-            .filter(|s| s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
+        let host_text = c.host.and_then(|v| v.to_str().ok());
+        let host = host_text.filter(|s| s.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
         if !(trusted && h.contains_key(&X_FORWARDED_HOST)) {
-            match c.host.and_then(|s| HeaderValue::from_str(s).ok()) {
+            match c.host.filter(|_| host_text.is_some()) {
                 Some(v) => {
-                    h.insert(X_FORWARDED_HOST.clone(), v);
+                    h.insert(X_FORWARDED_HOST.clone(), v.clone());
                 }
                 None => {
                     h.remove(&X_FORWARDED_HOST);
@@ -322,11 +322,12 @@ mod tests {
         let id = HeaderValue::from_static("rid");
         let s_ip = HeaderValue::from_static("1.2.3.4");
         let p_ip = HeaderValue::from_static("10.1.1.1");
+        let gw = HeaderValue::from_static("gw.test");
         let stranger = ClientInfo {
             peer: "1.2.3.4".parse().unwrap(),
             peer_text: &s_ip,
             tls: false,
-            host: Some("gw.test"),
+            host: Some(&gw),
             request_id: &id,
         };
         let r = rules(&["10.0.0.0/8"]);

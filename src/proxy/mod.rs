@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
@@ -102,8 +102,8 @@ pub fn is_websocket(req: &Request<Incoming>) -> bool {
 pub struct Outgoing<'a> {
     pub pool: &'a UpstreamPool,
     pub rules: &'a HeaderRules,
-    /// Canonical path (after strip_prefix) plus `?query`.
-    pub path_and_query: &'a str,
+    /// Origin form: canonical path (after strip_prefix) plus `?query`.
+    pub uri: Uri,
     pub identity: Option<&'a Verified>,
     pub client: ClientInfo<'a>,
 }
@@ -117,6 +117,9 @@ pub async fn forward(
     let client_upgrade = websocket.then(|| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
+    // Room for what is added below (X-Forwarded-*, Forwarded, X-Request-Id, the
+    // identity headers): one growth of the map instead of one per doubling.
+    headers.reserve(6 + o.identity.map_or(0, |v| v.headers.len()));
     o.rules.clean(&mut headers, websocket);
     o.rules.set_forwarded(&mut headers, &o.client);
     if let Some(v) = o.identity {
@@ -127,13 +130,12 @@ pub async fn forward(
     // The upstream gets the host the request was routed by: the client's Host, or
     // the authority of an absolute-form target (RFC 9112 §3.2.2: a proxy replaces
     // Host with it) or of an HTTP/2 request (:authority; upstreams speak HTTP/1.1).
-    if let Some(h) = o.client.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(header::HOST, h);
+    // Usually that is the Host header already there: then nothing to do.
+    if let Some(h) = o.client.host {
+        if headers.get(header::HOST) != Some(h) {
+            headers.insert(header::HOST, h.clone());
+        }
     }
-    let path_and_query = http::uri::PathAndQuery::from_maybe_shared(Bytes::copy_from_slice(
-        o.path_and_query.as_bytes(),
-    ))
-    .map_err(|e| ProxyError::Protocol(format!("bad path: {e}")))?;
     let bodiless = body.is_end_stream();
     let mut body = if bodiless {
         Some(empty())
@@ -141,7 +143,7 @@ pub async fn forward(
         Some(NoTrailers(body).boxed())
     };
     // Upstreams get the origin form (RFC 9112 §3.2.1); Host is set above.
-    let uri = Uri::from(path_and_query);
+    let mut uri = o.uri;
     let mut tried: Option<usize> = None;
     let mut attempts_left = 1 + o.pool.retries;
     // RFC 9110 §9.2.2: an idempotent request without a body may be replayed when the
@@ -158,13 +160,15 @@ pub async fn forward(
         let can_retry = bodiless && attempts_left > 0 && o.pool.targets.len() > 1;
         let mut out = Request::new(body.take().unwrap_or_else(empty));
         *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri.clone();
         *out.version_mut() = Version::HTTP_11;
-        *out.headers_mut() = if can_retry || replay {
-            headers.clone()
+        // Copies only when another attempt may need them.
+        if can_retry || replay {
+            *out.uri_mut() = uri.clone();
+            *out.headers_mut() = headers.clone();
         } else {
-            std::mem::take(&mut headers)
-        };
+            *out.uri_mut() = std::mem::take(&mut uri);
+            *out.headers_mut() = std::mem::take(&mut headers);
+        }
         let fresh = replaying.is_some();
         match tokio::time::timeout(o.pool.timeout, o.pool.send(i, out, fresh)).await {
             Err(_) => return Err(ProxyError::Timeout),

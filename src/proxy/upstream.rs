@@ -189,7 +189,9 @@ impl UpstreamPool {
                 },
             }
         }
-        let mut s = self.open(i).await?;
+        // Boxed: connecting (and a TLS handshake) is the rare path, and its future
+        // would otherwise size every request's future.
+        let mut s = Box::pin(self.open(i)).await?;
         match s.try_send_request(req).await {
             Ok(resp) => Ok((resp, s)),
             Err(e) => Err(self.fault(i, e.error())),
