@@ -136,23 +136,36 @@ fn int(buf: &mut Vec<u8>, mut n: u64) {
 /// cannot start a log line of its own (both formats read this as a string).
 fn quoted(buf: &mut Vec<u8>, s: &str) {
     buf.push(b'"');
-    for c in s.bytes() {
-        match c {
-            b'"' => buf.extend_from_slice(b"\\\""),
-            b'\\' => buf.extend_from_slice(b"\\\\"),
-            b'\n' => buf.extend_from_slice(b"\\n"),
-            b'\r' => buf.extend_from_slice(b"\\r"),
-            b'\t' => buf.extend_from_slice(b"\\t"),
-            c if c < 0x20 || c == 0x7f => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                buf.extend_from_slice(b"\\u00");
-                buf.push(HEX[(c >> 4) as usize]);
-                buf.push(HEX[(c & 15) as usize]);
-            }
-            c => buf.push(c),
+    // Runs of bytes that need no escape (nearly always the whole value) are
+    // copied at once rather than pushed one by one.
+    let mut rest = s.as_bytes();
+    while let Some(i) = rest.iter().position(|&c| needs_escape(c)) {
+        buf.extend_from_slice(&rest[..i]);
+        escape(buf, rest[i]);
+        rest = &rest[i + 1..];
+    }
+    buf.extend_from_slice(rest);
+    buf.push(b'"');
+}
+
+fn needs_escape(c: u8) -> bool {
+    c < 0x20 || c == 0x7f || c == b'"' || c == b'\\'
+}
+
+fn escape(buf: &mut Vec<u8>, c: u8) {
+    match c {
+        b'"' => buf.extend_from_slice(b"\\\""),
+        b'\\' => buf.extend_from_slice(b"\\\\"),
+        b'\n' => buf.extend_from_slice(b"\\n"),
+        b'\r' => buf.extend_from_slice(b"\\r"),
+        b'\t' => buf.extend_from_slice(b"\\t"),
+        c => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            buf.extend_from_slice(b"\\u00");
+            buf.push(HEX[(c >> 4) as usize]);
+            buf.push(HEX[(c & 15) as usize]);
         }
     }
-    buf.push(b'"');
 }
 
 /// A bare value (the method): anything but visible ASCII is replaced.
@@ -227,6 +240,9 @@ mod tests {
         let mut b = Vec::new();
         quoted(&mut b, "a\"b\\c\nd\u{1}");
         assert_eq!(b, b"\"a\\\"b\\\\c\\nd\\u0001\"");
+        let mut b = Vec::new();
+        quoted(&mut b, "/x/é\u{7f}y\"");
+        assert_eq!(b, "\"/x/é\\u007fy\\\"\"".as_bytes());
         let mut b = Vec::new();
         int(&mut b, 0);
         int(&mut b, 1234567);
