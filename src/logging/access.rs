@@ -149,8 +149,19 @@ fn quoted(buf: &mut Vec<u8>, s: &str) {
 }
 
 fn needs_escape(c: u8) -> bool {
-    c < 0x20 || c == 0x7f || c == b'"' || c == b'\\'
+    ESCAPED[c as usize]
 }
+
+/// Which bytes `quoted` escapes: control characters, DEL, `"` and `\`.
+const ESCAPED: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = c < 0x20 || c == 0x7f || c == b'"' as usize || c == b'\\' as usize;
+        c += 1;
+    }
+    t
+};
 
 fn escape(buf: &mut Vec<u8>, c: u8) {
     match c {

@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, Forward};
@@ -151,7 +152,8 @@ impl HeaderRules {
     pub fn set_forwarded(&self, h: &mut HeaderMap, c: &ClientInfo) {
         let trusted = !self.trusted.is_empty() && self.is_trusted(c.peer);
         let ip = c.peer_text.to_str().unwrap_or("");
-        match joined(h, &X_FORWARDED_FOR).filter(|_| trusted) {
+        // Only a trusted proxy's values are read (and joined: an allocation).
+        match trusted.then(|| joined(h, &X_FORWARDED_FOR)).flatten() {
             Some(prev) => {
                 if let Ok(v) = HeaderValue::from_str(&format!("{prev}, {ip}")) {
                     h.insert(X_FORWARDED_FOR.clone(), v);
@@ -178,6 +180,7 @@ impl HeaderRules {
             }
         }
         let mut fwd = String::with_capacity(48 + host.map_or(0, str::len));
+        // Built in place and handed over (no copy by HeaderValue::from_str).
         if trusted {
             if let Some(prev) = joined(h, &header::FORWARDED) {
                 fwd.push_str(&prev);
@@ -199,7 +202,9 @@ impl HeaderRules {
             fwd.push_str(host);
             fwd.push('"');
         }
-        if let Ok(v) = HeaderValue::from_str(&fwd) {
+        if let Ok(v) =
+            HeaderValue::from_maybe_shared(Bytes::from(fwd.into_bytes().into_boxed_slice()))
+        {
             h.insert(header::FORWARDED, v);
         }
         h.insert(X_REQUEST_ID.clone(), c.request_id.clone());
