@@ -384,6 +384,7 @@ async fn access_log_has_one_json_line_per_request_and_no_secrets() {
     assert_eq!(v["upstream"], up.addr.to_string());
     assert!(v["latency_ms"].as_f64().is_some());
     assert!(v["timestamp"].as_str().is_some());
+    assert_eq!(v["peer"], "127.0.0.1");
 }
 
 struct TestCa {

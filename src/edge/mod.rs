@@ -186,7 +186,6 @@ async fn serve_request(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let peer = conn.peer;
     let started = Instant::now();
     let rt = app.current.load_full();
     let request_id = match req.headers().get(&X_REQUEST_ID) {
@@ -237,7 +236,7 @@ async fn serve_request(
             upstream: upstream.unwrap_or("-"),
             latency_micros: elapsed.as_micros() as u64,
             user,
-            peer: peer.ip(),
+            peer: conn.peer_text.to_str().unwrap_or("-"),
         });
     }
     Ok(resp)

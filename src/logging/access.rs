@@ -21,7 +21,8 @@ pub struct AccessLine<'a> {
     pub upstream: &'a str,
     pub latency_micros: u64,
     pub user: &'a str,
-    pub peer: std::net::IpAddr,
+    /// The client's IP as text (made once per connection).
+    pub peer: &'a str,
 }
 
 /// Whether access lines are on (`AUTHGATE_LOG` at info for `authgate::access`).
@@ -92,9 +93,7 @@ pub fn write_access(l: &AccessLine<'_>) {
         field("upstream", Value::Quoted(l.upstream));
         field("latency_ms", Value::Millis(l.latency_micros));
         field("user", Value::Quoted(l.user));
-        let mut ip = [0u8; 48];
-        let peer = ip_text(&mut ip, l.peer);
-        field("peer", Value::Plain(peer));
+        field("peer", Value::Plain(l.peer));
         if json {
             buf.push(b'}');
         }
@@ -108,14 +107,6 @@ enum Value<'a> {
     Plain(&'a str),
     Int(u64),
     Millis(u64),
-}
-
-fn ip_text(out: &mut [u8; 48], ip: std::net::IpAddr) -> &str {
-    use std::io::Write;
-    let mut c = std::io::Cursor::new(&mut out[..]);
-    let _ = write!(c, "{ip}");
-    let n = c.position() as usize;
-    std::str::from_utf8(&out[..n]).unwrap_or("-")
 }
 
 fn int(buf: &mut Vec<u8>, mut n: u64) {
