@@ -7,6 +7,7 @@ use common::*;
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn assert_json_error(what: &str, r: &Raw, status: u16, code: &str) {
@@ -278,4 +279,197 @@ async fn http2_prior_knowledge_still_reaches_the_gateway() {
     let r = c.get(gw.url("/public/h2")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
+}
+
+// ------------------------------------------ later heads: after a body, over TLS
+
+/// Reads one response (Content-Length framed) off a kept-alive connection.
+fn read_one<R: BufRead>(r: &mut R) -> Raw {
+    let mut head = Vec::new();
+    let mut len = 0;
+    loop {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0, "closed mid-head");
+        if let Some(v) = l.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap();
+        }
+        head.extend_from_slice(l.as_bytes());
+        if l == "\r\n" {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).unwrap();
+    head.extend_from_slice(&body);
+    parse_response(&head)
+}
+
+/// Everything until the gateway closes (a TLS close without close_notify ends it too).
+fn read_rest<R: Read>(r: &mut R) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match r.read(&mut chunk) {
+            Ok(0) => return out,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                panic!(
+                    "no close after 20 s; got {:?}",
+                    String::from_utf8_lossy(&out)
+                )
+            }
+            Err(_) => return out,
+        }
+    }
+}
+
+const POST_FIRST: &[u8] =
+    b"POST /public/first HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\n\r\nhello";
+const GET_FIRST: &[u8] = b"GET /public/first HTTP/1.1\r\nHost: gw.test\r\n\r\n";
+
+/// The second heads that must get the guard's answers, and the good one.
+fn later_heads() -> Vec<(&'static str, Vec<u8>, u16, &'static str)> {
+    let mut big = b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-Big: ".to_vec();
+    big.extend_from_slice(&[b'a'; 64 << 10]);
+    big.extend_from_slice(b"\r\n\r\n");
+    vec![
+        (
+            "obs-fold",
+            b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-A: 1\r\n X-User: a\r\n\r\n".to_vec(),
+            400,
+            "invalid_request",
+        ),
+        ("64 KiB of headers", big, 431, "headers_too_large"),
+        (
+            "a stalled head",
+            b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\n".to_vec(),
+            408,
+            "request_timeout",
+        ),
+    ]
+}
+
+/// On one connection made by `connect`: `first` (answered 200, kept alive), then
+/// each bad second head (the guard's JSON answer, then a close), then a good one.
+fn later_heads_are_guarded<S: Read + Write>(
+    up: &Upstream,
+    connect: impl Fn() -> S,
+    first: &[u8],
+    first_body: &[u8],
+) {
+    for (what, second, status, code) in later_heads() {
+        up.clear();
+        let mut r = BufReader::new(connect());
+        r.get_mut().write_all(first).unwrap();
+        let one = read_one(&mut r);
+        assert_eq!(one.status, 200, "{what}: first: {one:?}");
+        assert_eq!(one.header("connection"), None, "{what}: kept alive");
+        // The gateway may answer and close before every byte is written.
+        let _ = r.get_mut().write_all(&second);
+        let started = Instant::now();
+        let rest = read_rest(&mut r);
+        let resp = parse_response(&rest);
+        assert_json_error(what, &resp, status, code);
+        assert_eq!(resp.header("connection"), Some("close"), "{what}");
+        if status == 408 {
+            assert!(started.elapsed() >= Duration::from_millis(900), "{what}");
+        }
+        let seen = up.requests();
+        assert_eq!(
+            seen.len(),
+            1,
+            "{what}: only the first request went upstream"
+        );
+        assert_eq!(seen[0].body, first_body, "{what}");
+    }
+    // A good second request is served on the same connection.
+    up.clear();
+    let mut r = BufReader::new(connect());
+    r.get_mut().write_all(first).unwrap();
+    assert_eq!(read_one(&mut r).status, 200);
+    r.get_mut()
+        .write_all(b"POST /public/second HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 3\r\n\r\nabc")
+        .unwrap();
+    assert_eq!(read_one(&mut r).status, 200);
+    r.get_mut()
+        .write_all(b"GET /public/third HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one(&mut r).status, 200);
+    let seen = up.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0].body, first_body);
+    assert_eq!(seen[1].uri, "/public/second");
+    assert_eq!(seen[1].body, b"abc");
+    assert_eq!(seen[2].uri, "/public/third");
+}
+
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+#[test]
+fn after_a_request_with_a_body_later_heads_are_refused_by_the_guard_too() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&with_server(up.addr, SLOW_AND_SMALL));
+    later_heads_are_guarded(&up, || tcp(gw.addr), POST_FIRST, b"hello");
+}
+
+const SLOW_AND_SMALL: &str = "header_read_timeout = \"1s\"\nmax_header_bytes = \"8KiB\"\n";
+
+/// A gateway serving HTTPS (self-signed for "localhost") and a client config trusting it.
+fn tls_gateway(up: &Upstream) -> (Gateway, Arc<rustls::ClientConfig>) {
+    authgate::install_crypto();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = TempDir::new("guard-tls");
+    std::fs::write(dir.path().join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    let mut cfg = with_server(up.addr, SLOW_AND_SMALL);
+    cfg.server
+        .push_str("tls = { cert = \"file:cert.pem\", key = \"file:key.pem\" }\n");
+    let gw = Gateway::start_in(dir, &cfg.render(), &[], "serve").unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let client = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (gw, Arc::new(client))
+}
+
+fn tls(addr: SocketAddr, cfg: &Arc<rustls::ClientConfig>) -> impl Read + Write {
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    rustls::StreamOwned::new(conn, tcp(addr))
+}
+
+#[test]
+fn over_tls_every_head_on_a_kept_alive_connection_is_guarded() {
+    let up = Upstream::start();
+    let (gw, cfg) = tls_gateway(&up);
+    later_heads_are_guarded(&up, || tls(gw.addr, &cfg), GET_FIRST, b"");
+    later_heads_are_guarded(&up, || tls(gw.addr, &cfg), POST_FIRST, b"hello");
+}
+
+#[test]
+fn a_pipelined_bad_head_after_a_good_request_is_refused_by_the_guard() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&Cfg::new(up.addr));
+    let mut both = POST_FIRST.to_vec();
+    both.extend_from_slice(
+        b"GET /public/x HTTP/1.1\r\nHost: gw.test\r\nX-A: 1\r\n\tX-User: a\r\n\r\n",
+    );
+    let (buf, _) = send_and_read(gw.addr, &both);
+    let text = String::from_utf8_lossy(&buf);
+    let second = text
+        .find("HTTP/1.1 400")
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_json_error(
+        "pipelined obs-fold",
+        &parse_response(&buf[second..]),
+        400,
+        "invalid_request",
+    );
+    assert_eq!(up.count(), 1);
 }

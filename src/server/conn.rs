@@ -1,14 +1,20 @@
 //! One client connection on a worker: wait for its first bytes, TLS, choose
 //! HTTP/1.1 or HTTP/2, serve, drain on SIGTERM.
 //!
+//! HTTP/1.x (cleartext or TLS) is served one request per hyper connection: the
+//! guard reads and checks each head first (SPEC §8: JSON 400/408/431), hyper is
+//! given exactly that request's bytes (head and Content-Length body; the next
+//! head stays with us), and after a response that leaves the connection reusable
+//! hyper is told to stop and the next head goes to the guard again. What the
+//! client sees is one ordinary keep-alive connection: hyper has already written
+//! the response head without `Connection: close` when it is told to stop, and
+//! stopping an idle connection writes nothing. A request whose body was not read
+//! to its end, a chunked one, an upgrade or `Connection: close` hands the rest of
+//! the connection to hyper as before.
+//!
 //! Issue 10, idle memory: nothing of hyper's exists before a connection's first
-//! bytes (the task holds only the socket until it is readable), and between
-//! keep-alive requests on cleartext HTTP/1.1 the hyper connection is ended after
-//! each bodiless request (its 8 KiB read and write buffers freed) and a new one is
-//! started when the next request's bytes arrive. What the client sees is one
-//! ordinary keep-alive connection: hyper has already written the response head
-//! without `Connection: close` when it is told to stop, and stopping an idle
-//! connection writes nothing.
+//! bytes (the task holds only the socket until it is readable) nor between
+//! keep-alive requests (its 8 KiB read and write buffers are freed with it).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -16,14 +22,15 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, UPGRADE};
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -89,6 +96,7 @@ fn build(c: Arc<Config>) -> Protocols {
 
 fn head_limits(c: &Config) -> guard::HeadLimits {
     guard::HeadLimits {
+        idle: idle_wait(c),
         timeout: c.server.header_read_timeout,
         max_bytes: c.server.max_header_bytes,
     }
@@ -172,22 +180,13 @@ async fn serve_tls(
         }
         Err(_) => return,
     };
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let svc = service(app, Arc::new(ConnInfo::new(peer, true)), None);
-    if h2 {
+    if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+        let svc = service(app, Arc::new(ConnInfo::new(peer, true)), None);
         let io = TokioIo::new(tls);
         drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
     } else {
-        // SPEC §8: the first head is checked by the guard (JSON 400/408/431);
-        // later ones on this connection are hyper's and edge's.
-        let mut tls = tls;
-        let limits = head_limits(&protos.config);
-        let Some(read) = guard::next_head(&mut tls, Bytes::new(), limits, peer.ip()).await else {
-            return;
-        };
-        let io = TokioIo::new(guard::Prefixed::new(tls, read));
-        let conn = protos.h1.serve_connection(io, svc).with_upgrades();
-        drive(conn, &mut stop, None).await;
+        drop(protos);
+        serve_h1(tls, peer, app, stop).await
     }
 }
 
@@ -219,63 +218,160 @@ async fn h2_preface(stream: &TcpStream, c: &Config) -> bool {
     }
 }
 
-/// HTTP/1.1 on a cleartext socket, giving hyper's buffers back between requests.
-async fn serve_h1(
-    mut stream: TcpStream,
+/// A transport HTTP/1.x is served on.
+trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Whether the connection is TLS (for `ConnInfo`).
+    const TLS: bool;
+    /// The plain socket, whose next bytes can be waited for without reading them.
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl Socket for TcpStream {
+    const TLS: bool = false;
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
+    const TLS: bool = true;
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+/// HTTP/1.x, each head checked by the guard, hyper's buffers given back between
+/// requests.
+async fn serve_h1<S: Socket>(
+    mut stream: S,
     peer: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let release = Arc::new(Notify::new());
+    let turn = Arc::new(Turn::default());
     let mut svc = service(
         app.clone(),
-        Arc::new(ConnInfo::new(peer, false)),
-        Some(release.clone()),
+        Arc::new(ConnInfo::new(peer, S::TLS)),
+        Some(turn.clone()),
     );
     let mut prefix = Bytes::new();
     loop {
         let protos = protocols(&app);
-        // SPEC §8: each head that starts a hyper connection is read and checked by
-        // the guard first, so what hyper would refuse bare (or a stalled head it
-        // would close silently) gets the JSON 400/408/431.
+        // SPEC §8: each head is read and checked by the guard first, so what hyper
+        // would refuse bare (or a stalled head it would close silently) gets the
+        // JSON 400/408/431.
         let limits = head_limits(&protos.config);
-        let Some(read) = guard::next_head(&mut stream, prefix, limits, peer.ip()).await else {
+        drop(protos);
+        let head = if prefix.is_empty() && stream.tcp().is_none() {
+            // TLS cannot peek: the guard's read is the idle wait (`limits.idle`),
+            // and a drain ends it.
+            if *stop.borrow() {
+                None
+            } else {
+                tokio::select! {
+                    h = guard::next_head(&mut stream, prefix, limits, peer.ip()) => h,
+                    _ = stop.changed() => None,
+                }
+            }
+        } else {
+            guard::next_head(&mut stream, prefix, limits, peer.ip()).await
+        };
+        let Some(head) = head else {
+            let _ = stream.shutdown().await;
             return;
         };
-        prefix = read;
-        let io = TokioIo::new(Rewind { stream, prefix });
+        let left = match head.framing {
+            guard::Framing::Length(n) => Some(head.len as u64 + n),
+            // Where a chunked body ends is hyper's to find: it keeps the connection.
+            guard::Framing::Chunked => None,
+        };
+        turn.start(left.is_some());
+        let io = TokioIo::new(OneRequest {
+            io: stream,
+            buf: head.bytes,
+            next: BytesMut::new(),
+            left,
+            turn: turn.clone(),
+        });
         // Boxed: the connection's state exists only while a request is served.
+        let protos = protocols(&app);
         let mut conn = Box::new(protos.h1.serve_connection(io, svc).with_upgrades());
         drop(protos);
-        let released = drive(&mut *conn, &mut stop, Some(&release)).await;
+        let released = drive(&mut *conn, &mut stop, Some(&turn.notify)).await;
         let Some(parts) = conn.into_parts() else {
             return; // upgraded (WebSocket): the tunnel task owns the socket now
         };
-        let rw = parts.io.into_inner();
-        stream = rw.stream;
-        if !released || *stop.borrow() {
+        let io = parts.io.into_inner();
+        // Reusable only if hyper consumed every byte of the request and nothing
+        // more: the next byte on the connection is the next head's.
+        let whole = io.left == Some(0) && parts.read_buf.is_empty();
+        stream = io.io;
+        if !released || !whole || !turn.reused() || *stop.borrow() {
             let _ = stream.shutdown().await;
             return;
         }
         svc = parts.service;
-        // Bytes hyper had read past the request (pipelining) go first, then any
-        // of the old prefix hyper never read.
-        prefix = match (parts.read_buf.is_empty(), rw.prefix.is_empty()) {
-            (_, true) => parts.read_buf,
-            (true, false) => rw.prefix,
-            (false, false) => {
-                let mut b = BytesMut::from(&parts.read_buf[..]);
-                b.extend_from_slice(&rw.prefix);
-                b.freeze()
-            }
+        prefix = if io.buf.is_empty() {
+            io.next.freeze()
+        } else {
+            io.buf
         };
         if prefix.is_empty() {
-            let wait = idle_wait(&app.current.load().config);
-            if !readable(&stream, wait, &mut stop).await {
-                let _ = stream.shutdown().await;
-                return;
+            if let Some(tcp) = stream.tcp() {
+                let wait = idle_wait(&app.current.load().config);
+                if !readable(tcp, wait, &mut stop).await {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
             }
         }
+    }
+}
+
+/// What the service decided about the connection after the current request,
+/// shared with the IO that hyper reads.
+#[derive(Default)]
+struct Turn {
+    /// Fires when the response leaves the connection reusable.
+    notify: Notify,
+    state: AtomicU8,
+    /// hyper's read waiting at the request's end with nothing to wake it but a
+    /// PASS decision.
+    waiting: Mutex<Option<Waker>>,
+}
+
+const UNDECIDED: u8 = 0;
+const REUSE: u8 = 1;
+/// Hyper keeps the connection: it reads past the request and serves what follows.
+const PASS: u8 = 2;
+
+impl Turn {
+    fn start(&self, bounded: bool) {
+        let s = if bounded { UNDECIDED } else { PASS };
+        self.state.store(s, Ordering::Release);
+    }
+
+    fn decide(&self, reuse: bool) {
+        if !reuse {
+            self.state.store(PASS, Ordering::Release);
+            if let Some(w) = self.waiting.lock().ok().and_then(|mut w| w.take()) {
+                w.wake();
+            }
+        } else if self
+            .state
+            .compare_exchange(UNDECIDED, REUSE, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    fn passed(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PASS
+    }
+
+    fn reused(&self) -> bool {
+        self.state.load(Ordering::Acquire) == REUSE
     }
 }
 
@@ -351,12 +447,11 @@ async fn drive<C: Graceful>(
     }
 }
 
-/// Whether the connection may be handed back to idle after this request: an
-/// HTTP/1.1 request without a body (nothing of it can be left unread on the
-/// socket), no `Connection: close`, no upgrade.
+/// Whether the connection may be handed back to idle after this request (if its
+/// body is read to the end, which `serve_h1` checks): HTTP/1.1, no
+/// `Connection: close`, no upgrade.
 fn reusable(req: &Request<Incoming>) -> bool {
     req.version() == Version::HTTP_11
-        && req.body().is_end_stream()
         && !req.headers().contains_key(UPGRADE)
         && req.headers().get_all(CONNECTION).iter().all(|v| {
             v.to_str().is_ok_and(|s| {
@@ -370,12 +465,12 @@ fn reusable(req: &Request<Incoming>) -> bool {
 
 type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
 
-/// The edge service of one connection; with `release`, it signals each response
-/// after which the connection can go idle without hyper's state.
+/// The edge service of one connection; with `turn`, it tells `serve_h1` after
+/// each response whether the connection can go idle without hyper's state.
 fn service(
     app: Arc<App>,
     info: Arc<ConnInfo>,
-    release: Option<Arc<Notify>>,
+    turn: Option<Arc<Turn>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -386,68 +481,134 @@ fn service(
        + Sync
        + 'static {
     service_fn(move |req: Request<Incoming>| -> ServiceFuture {
-        let release = release.clone().filter(|_| reusable(&req));
+        let turn = turn.clone().map(|t| (t, reusable(&req)));
         let fut = crate::edge::serve(app.clone(), info.clone(), req);
         Box::pin(async move {
             let resp = fut.await?;
-            if let Some(r) = release {
-                if resp.status() != StatusCode::SWITCHING_PROTOCOLS
-                    && !resp.headers().contains_key(CONNECTION)
-                {
-                    r.notify_one();
-                }
+            if let Some((t, reusable)) = turn {
+                t.decide(
+                    reusable
+                        && resp.status() != StatusCode::SWITCHING_PROTOCOLS
+                        && !resp.headers().contains_key(CONNECTION),
+                );
             }
             Ok(resp)
         })
     })
 }
 
-/// The socket, with bytes already read from it in front.
-struct Rewind {
-    stream: TcpStream,
-    prefix: Bytes,
+/// What a request's reads past its end may keep for the next head before they
+/// wait (they only look for the client closing meanwhile).
+const NEXT_MAX: usize = 16 * 1024;
+
+/// The socket as hyper sees it for one request: the bytes the guard read in
+/// front, and reads stopped at the end of the request (`left`) until the service
+/// has decided, so that hyper never parses the next head itself. Past the end, a
+/// read still looks at the socket so that a client closing mid-request is seen
+/// (hyper then cancels the request), keeping what arrives for the next head.
+struct OneRequest<S> {
+    io: S,
+    /// Read from `io`, not yet given to hyper: the request's first bytes, then
+    /// possibly the next head's.
+    buf: Bytes,
+    /// Read from `io` after the request's end while waiting.
+    next: BytesMut,
+    /// Bytes of the request hyper has not had yet; None: no bound (chunked).
+    left: Option<u64>,
+    turn: Arc<Turn>,
 }
 
-impl AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(buf.remaining());
-            buf.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
+impl<S: AsyncRead + Unpin> OneRequest<S> {
+    /// At the request's end: reads only to see EOF, keeping what comes.
+    fn poll_past_end(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.buf.is_empty() && self.next.len() < NEXT_MAX {
+            let mut chunk = [0u8; 1024];
+            let mut rb = ReadBuf::new(&mut chunk);
+            ready!(Pin::new(&mut self.io).poll_read(cx, &mut rb))?;
+            if rb.filled().is_empty() {
+                if self.next.is_empty() {
+                    return Poll::Ready(Ok(())); // EOF, hyper's to see
+                }
+                break;
+            }
+            self.next.extend_from_slice(rb.filled());
         }
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        // Woken by the socket or the service's decision, whichever comes first.
+        if let Ok(mut w) = self.turn.waiting.lock() {
+            if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *w = Some(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for OneRequest<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let cap = match this.left {
+            Some(n) if !this.turn.passed() => usize::try_from(n).unwrap_or(usize::MAX),
+            _ => usize::MAX,
+        };
+        if cap == 0 {
+            return this.poll_past_end(cx);
+        }
+        if this.buf.is_empty() && !this.next.is_empty() {
+            this.buf = this.next.split().freeze();
+        }
+        let n = if !this.buf.is_empty() {
+            let n = this.buf.len().min(out.remaining()).min(cap);
+            out.put_slice(&this.buf[..n]);
+            this.buf.advance(n);
+            n
+        } else if cap >= out.remaining() {
+            let before = out.filled().len();
+            ready!(Pin::new(&mut this.io).poll_read(cx, out))?;
+            out.filled().len() - before
+        } else {
+            let mut rb = ReadBuf::new(out.initialize_unfilled_to(cap));
+            ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
+            let n = rb.filled().len();
+            out.advance(n);
+            n
+        };
+        this.left = this.left.map(|l| l.saturating_sub(n as u64));
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for OneRequest<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        Pin::new(&mut self.io).poll_write(cx, data)
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.io.is_write_vectored()
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        Pin::new(&mut self.io).poll_flush(cx)
     }
     /// hyper shuts the socket down when a connection ends; whether it really
-    /// ends is decided in `serve_h1`, which shuts it down itself.
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// ends is decided in `serve_h1`, unless hyper (or an upgrade's tunnel) has
+    /// the connection.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.turn.passed() {
+            return Pin::new(&mut self.io).poll_shutdown(cx);
+        }
         Poll::Ready(Ok(()))
     }
 }

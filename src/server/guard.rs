@@ -10,15 +10,14 @@
 //!
 //! Interface: [`next_head`] reads from a stream, after the bytes already read from
 //! it, until a whole head is there, and hands every byte back (for hyper, in front
-//! of the stream) — or answers and closes. `server::conn` calls it before each
-//! hyper connection it starts.
+//! of the stream) with where the request ends — or answers and closes.
+//! `server::conn` calls it before each hyper connection it starts, which is before
+//! every HTTP/1.x request head it serves (TLS or not).
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::edge::error::ApiError;
 
@@ -32,8 +31,30 @@ pub enum HeadError {
 
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
+    /// How long the first byte may take (the keep-alive idle wait); a connection
+    /// that sends nothing in it is closed unanswered.
+    pub idle: Duration,
+    /// From the first byte to the end of the head.
     pub timeout: Duration,
     pub max_bytes: usize,
+}
+
+/// How the body after a checked head is framed (RFC 9112 §6.3; a request with
+/// neither header has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+/// A checked head and every byte read with it.
+#[derive(Debug)]
+pub struct Head {
+    /// The head (leading empty lines included) and whatever followed it.
+    pub bytes: Bytes,
+    /// Where the head ends in `bytes`.
+    pub len: usize,
+    pub framing: Framing,
 }
 
 /// What a refused client may still send us, read and dropped so that it sees the
@@ -50,31 +71,43 @@ pub async fn next_head<S>(
     buf: Bytes,
     limits: HeadLimits,
     peer: std::net::IpAddr,
-) -> Option<Bytes>
+) -> Option<Head>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let deadline = tokio::time::Instant::now() + limits.timeout;
+    let now = tokio::time::Instant::now();
+    let mut deadline = now
+        + if buf.is_empty() {
+            limits.idle
+        } else {
+            limits.timeout
+        };
     let mut buf = BytesMut::from(&buf[..]);
     let mut scanned = 0;
     let verdict = loop {
         match scan(&buf, scanned, limits.max_bytes) {
-            Scan::Complete(start, end) => break check_head(&buf[start..end]),
+            Scan::Complete(start, end) => break check_head(&buf[start..end]).map(|f| (end, f)),
             Scan::TooLarge => break Err(HeadError::TooLarge),
             Scan::Partial => scanned = buf.len(),
         }
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
+        let first = buf.is_empty();
         match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return None,
+            Ok(Ok(_)) if first => deadline = tokio::time::Instant::now() + limits.timeout,
             Ok(Ok(_)) => {}
             Err(_) if buf.iter().all(|b| matches!(b, b'\r' | b'\n')) => return None,
             Err(_) => break Err(HeadError::Timeout),
         }
     };
     match verdict {
-        Ok(()) => Some(buf.freeze()),
+        Ok((len, framing)) => Some(Head {
+            bytes: buf.freeze(),
+            len,
+            framing,
+        }),
         Err(e) => {
             // Boxed: only a refused head pays for the answer's state.
             Box::pin(refuse(s, e, peer)).await;
@@ -128,8 +161,8 @@ fn is_tchar(b: u8) -> bool {
 
 /// Checks one complete head (request line through the empty line) strictly, as
 /// RFC 9112 §3 and §5 read; what passes is also what hyper and the upstreams'
-/// strict parsers accept.
-pub fn check_head(head: &[u8]) -> Result<(), HeadError> {
+/// strict parsers accept. Ok: how the body that follows is framed.
+pub fn check_head(head: &[u8]) -> Result<Framing, HeadError> {
     use HeadError::Malformed;
     let mut lines = head
         .split(|b| *b == b'\n')
@@ -194,7 +227,13 @@ pub fn check_head(head: &[u8]) -> Result<(), HeadError> {
     match (content_length, chunked_last) {
         (Some(_), Some(_)) => Err(Malformed("both Content-Length and Transfer-Encoding")),
         (_, Some(false)) => Err(Malformed("the last transfer coding is not chunked")),
-        _ => Ok(()),
+        (_, Some(true)) => Ok(Framing::Chunked),
+        (Some(n), None) => std::str::from_utf8(n)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .map(Framing::Length)
+            .ok_or(Malformed("Content-Length is not a number")),
+        (None, None) => Ok(Framing::Length(0)),
     }
 }
 
@@ -263,65 +302,11 @@ async fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
     .await;
 }
 
-/// A stream with bytes already read put back in front of it.
-pub struct Prefixed<S> {
-    prefix: Bytes,
-    inner: S,
-}
-
-impl<S> Prefixed<S> {
-    pub fn new(inner: S, prefix: Bytes) -> Prefixed<S> {
-        Prefixed { prefix, inner }
-    }
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.prefix.is_empty() {
-            let n = self.prefix.len().min(out.remaining());
-            out.put_slice(&self.prefix[..n]);
-            self.prefix.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, out)
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn check(s: &[u8]) -> Result<(), HeadError> {
+    fn check(s: &[u8]) -> Result<Framing, HeadError> {
         check_head(s)
     }
 
@@ -329,20 +314,23 @@ mod tests {
     fn a_plain_head_passes_and_framing_conflicts_do_not() {
         assert_eq!(
             check(b"GET /x?a=1 HTTP/1.1\r\nHost: h\r\nX-A:  v v \r\n\r\n"),
-            Ok(())
+            Ok(Framing::Length(0))
         );
-        assert_eq!(check(b"GET / HTTP/1.0\nHost: h\n\n"), Ok(()));
+        assert_eq!(
+            check(b"GET / HTTP/1.0\nHost: h\n\n"),
+            Ok(Framing::Length(0))
+        );
         assert_eq!(
             check(b"POST / HTTP/1.1\r\nContent-Length: 3\r\ncontent-length: 3\r\n\r\n"),
-            Ok(())
+            Ok(Framing::Length(3))
         );
         assert_eq!(
             check(b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n"),
-            Ok(())
+            Ok(Framing::Chunked)
         );
         assert_eq!(
             check(b"GET / HTTP/1.1\r\nX: caf\xc3\xa9\r\n\r\n"),
-            Ok(()),
+            Ok(Framing::Length(0)),
             "obs-text in a value"
         );
         for bad in [
