@@ -14,7 +14,9 @@
 //!
 //! Issue 10, idle memory: nothing of hyper's exists before a connection's first
 //! bytes (the task holds only the socket until it is readable) nor between
-//! keep-alive requests (its 8 KiB read and write buffers are freed with it).
+//! keep-alive requests on cleartext, where the connection goes back to that same
+//! small wait (its 8 KiB read and write buffers, the service and the boxed
+//! per-connection state are freed and made again at the next request's bytes).
 
 use std::cell::RefCell;
 use std::convert::Infallible;
@@ -110,18 +112,31 @@ fn idle_wait(c: &Config) -> Duration {
 
 /// Serves one accepted connection until it closes or the gateway drains.
 pub async fn serve(
-    stream: TcpStream,
+    mut stream: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let wait = idle_wait(&app.current.load().config);
-    if !readable(&stream, wait, &mut stop).await {
-        return;
+    // Made at the first bytes and kept while idle: the peer's text is formatted
+    // once per connection, not per request.
+    let mut info: Option<Arc<ConnInfo>> = None;
+    loop {
+        let wait = idle_wait(&app.current.load().config);
+        if !readable(&stream, wait, &mut stop).await {
+            if info.is_some() {
+                let _ = stream.shutdown().await;
+            }
+            return;
+        }
+        // Everything bigger lives in this box, made only now that bytes arrived
+        // and freed when a cleartext HTTP/1.1 connection goes idle again (issue 10).
+        let ready = serve_ready(stream, peer, app.clone(), stop.clone(), info);
+        match Box::pin(ready).await {
+            Some((s, i)) => (stream, info) = (s, Some(i)),
+            None => return,
+        }
     }
-    // Everything bigger lives in this box, made only now that bytes arrived.
-    Box::pin(serve_ready(stream, peer, app, stop)).await
 }
 
 /// Waits until `stream` has bytes; false on EOF, error, timeout or drain.
@@ -140,27 +155,34 @@ async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver
     }
 }
 
+/// Serves the connection; Some: a cleartext HTTP/1.1 connection gone idle
+/// between requests, for `serve` to wait on. `info`: None for the first bytes
+/// (after them the connection is known to be cleartext HTTP/1.1).
 async fn serve_ready(
     stream: TcpStream,
     peer: SocketAddr,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-) {
-    let protos = protocols(&app);
-    // The TLS and HTTP/2 states are large and boxed on their own: a cleartext
-    // HTTP/1.1 connection, idle most of its life, carries none of their size.
-    let acceptor = app.tls.load().as_ref().clone();
-    if let Some(acceptor) = acceptor {
-        return Box::pin(serve_tls(acceptor, stream, peer, app, stop, protos)).await;
+    info: Option<Arc<ConnInfo>>,
+) -> Option<(TcpStream, Arc<ConnInfo>)> {
+    if info.is_none() {
+        let protos = protocols(&app);
+        // The TLS and HTTP/2 states are large and boxed on their own: a cleartext
+        // HTTP/1.1 connection, idle most of its life, carries none of their size.
+        let acceptor = app.tls.load().as_ref().clone();
+        if let Some(acceptor) = acceptor {
+            Box::pin(serve_tls(acceptor, stream, peer, app, stop, protos)).await;
+            return None;
+        }
+        if h2_preface(&stream, &protos.config).await {
+            let svc = service(app, Arc::new(ConnInfo::new(peer, false)), None);
+            let conn = protos.h2.serve_connection(TokioIo::new(stream), svc);
+            Box::pin(drive(conn, &mut stop, None)).await;
+            return None;
+        }
     }
-    if h2_preface(&stream, &protos.config).await {
-        let svc = service(app, Arc::new(ConnInfo::new(peer, false)), None);
-        let conn = protos.h2.serve_connection(TokioIo::new(stream), svc);
-        Box::pin(drive(conn, &mut stop, None)).await;
-        return;
-    }
-    drop(protos);
-    serve_h1(stream, peer, app, stop).await
+    let info = info.unwrap_or_else(|| Arc::new(ConnInfo::new(peer, false)));
+    serve_h1(stream, info, app, stop).await
 }
 
 async fn serve_tls(
@@ -186,7 +208,9 @@ async fn serve_tls(
         drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
     } else {
         drop(protos);
-        serve_h1(tls, peer, app, stop).await
+        // Never handed back: without a peek, a TLS connection waits in the guard.
+        let info = Arc::new(ConnInfo::new(peer, true));
+        let _ = serve_h1(tls, info, app, stop).await;
     }
 }
 
@@ -220,40 +244,34 @@ async fn h2_preface(stream: &TcpStream, c: &Config) -> bool {
 
 /// A transport HTTP/1.x is served on.
 trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {
-    /// Whether the connection is TLS (for `ConnInfo`).
-    const TLS: bool;
     /// The plain socket, whose next bytes can be waited for without reading them.
     fn tcp(&self) -> Option<&TcpStream>;
 }
 
 impl Socket for TcpStream {
-    const TLS: bool = false;
     fn tcp(&self) -> Option<&TcpStream> {
         Some(self)
     }
 }
 
 impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
-    const TLS: bool = true;
     fn tcp(&self) -> Option<&TcpStream> {
         None
     }
 }
 
 /// HTTP/1.x, each head checked by the guard, hyper's buffers given back between
-/// requests.
+/// requests. Some: a cleartext connection gone idle, handed back so that its wait
+/// holds none of this state.
 async fn serve_h1<S: Socket>(
     mut stream: S,
-    peer: SocketAddr,
+    info: Arc<ConnInfo>,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Option<(S, Arc<ConnInfo>)> {
+    let peer = info.peer;
     let turn = Arc::new(Turn::default());
-    let mut svc = service(
-        app.clone(),
-        Arc::new(ConnInfo::new(peer, S::TLS)),
-        Some(turn.clone()),
-    );
+    let mut svc = service(app.clone(), info.clone(), Some(turn.clone()));
     let mut prefix = Bytes::new();
     loop {
         let protos = protocols(&app);
@@ -278,7 +296,7 @@ async fn serve_h1<S: Socket>(
         };
         let Some(head) = head else {
             let _ = stream.shutdown().await;
-            return;
+            return None;
         };
         let left = match head.framing {
             guard::Framing::Length(n) => Some(head.len as u64 + n),
@@ -299,12 +317,12 @@ async fn serve_h1<S: Socket>(
         drop(protos);
         let released = drive(&mut *conn, &mut stop, Some(&turn.notify)).await;
         // Unboxed by a call: a box moved out of in place is freed only at the end
-        // of its scope, after the idle wait (~0.9 KiB per idle connection).
+        // of its scope (~0.9 KiB per idle connection while the wait was here).
         let Some(parts) = unbox(conn).into_parts() else {
-            return; // upgraded (WebSocket): the tunnel task owns the socket now
+            return None; // upgraded (WebSocket): the tunnel task owns the socket now
         };
         // In a block: what is left of `parts` (hyper's 8 KiB read buffer) and of
-        // the IO (the guard's 4 KiB buffer) must not live on into the idle wait
+        // the IO (the guard's 4 KiB buffer) must not live on past this request
         // (issue 10: they were 12 of the 14.3 KiB per idle connection, heaptrack).
         let whole = {
             let parts = parts;
@@ -323,16 +341,10 @@ async fn serve_h1<S: Socket>(
         };
         if !released || !whole || !turn.reused() || *stop.borrow() {
             let _ = stream.shutdown().await;
-            return;
+            return None;
         }
-        if prefix.is_empty() {
-            if let Some(tcp) = stream.tcp() {
-                let wait = idle_wait(&app.current.load().config);
-                if !readable(tcp, wait, &mut stop).await {
-                    let _ = stream.shutdown().await;
-                    return;
-                }
-            }
+        if prefix.is_empty() && stream.tcp().is_some() {
+            return Some((stream, info));
         }
     }
 }
