@@ -116,6 +116,7 @@ where
     }
 }
 
+#[cfg_attr(test, derive(Debug, PartialEq))]
 enum Scan {
     /// The head spans `start..end` (leading empty lines skipped, RFC 9112 §2.2).
     Complete(usize, usize),
@@ -131,21 +132,20 @@ fn scan(buf: &[u8], scanned: usize, max: usize) -> Scan {
         .position(|b| !matches!(b, b'\r' | b'\n'))
         .unwrap_or(buf.len());
     let head = &buf[start..];
-    // The head ends at the first empty line: "\n\r\n" or "\n\n".
+    // The head ends at the first empty line: "\n\r\n" or "\n\n". memchr finds the
+    // line ends (this runs before every request: a byte-wise search of a head with a
+    // bearer token cost thousands of instructions).
     let from = scanned.saturating_sub(start + 2);
-    let end = head
-        .get(from..)
-        .unwrap_or_default()
-        .windows(2)
-        .enumerate()
-        .find_map(|(i, w)| {
-            let i = i + from;
-            match w {
-                [b'\n', b'\n'] => Some(i + 2),
-                [b'\n', b'\r'] if head.get(i + 2) == Some(&b'\n') => Some(i + 3),
+    let end = head.get(from..).and_then(|h| {
+        memchr::memchr_iter(b'\n', h).find_map(|j| {
+            let i = from + j;
+            match (head.get(i + 1), head.get(i + 2)) {
+                (Some(b'\n'), _) => Some(i + 2),
+                (Some(b'\r'), Some(b'\n')) => Some(i + 3),
                 _ => None,
             }
-        });
+        })
+    });
     match end {
         Some(n) if n <= max => Scan::Complete(start, start + n),
         Some(_) => Scan::TooLarge,
@@ -156,7 +156,70 @@ fn scan(buf: &[u8], scanned: usize, max: usize) -> Scan {
 
 /// RFC 9110 §5.6.2 token characters.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
+}
+
+const TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        i += 1;
+    }
+    t
+};
+
+/// The lines of a head, CR LF or bare LF ended (as `split` would give them).
+fn lines(head: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+    .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+}
+
+// The byte checks below look at every byte without stopping early, so they compile
+// to vector code; a head is checked before every request.
+
+/// Whether every byte is visible ASCII (0x21..=0x7e).
+fn all_visible(s: &[u8]) -> bool {
+    !s.iter()
+        .fold(false, |bad, &b| bad | (b.wrapping_sub(0x21) > 0x7e - 0x21))
+}
+
+/// Whether a field value is free of control bytes (HTAB, SP, VCHAR, obs-text).
+fn valid_value(s: &[u8]) -> bool {
+    !s.iter().fold(false, |bad, &b| {
+        bad | ((b < 0x20) & (b != b'\t')) | (b == 0x7f)
+    })
 }
 
 /// Checks one complete head (request line through the empty line) strictly, as
@@ -164,9 +227,7 @@ fn is_tchar(b: u8) -> bool {
 /// strict parsers accept. Ok: how the body that follows is framed.
 pub fn check_head(head: &[u8]) -> Result<Framing, HeadError> {
     use HeadError::Malformed;
-    let mut lines = head
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = lines(head);
     let request_line = lines.next().unwrap_or_default();
     let mut parts = request_line.split(|b| *b == b' ');
     let (Some(method), Some(target), Some(version), None) =
@@ -177,7 +238,7 @@ pub fn check_head(head: &[u8]) -> Result<Framing, HeadError> {
     if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
         return Err(Malformed("the method is not a token"));
     }
-    if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+    if target.is_empty() || !all_visible(target) {
         return Err(Malformed(
             "the request target must be visible ASCII (percent-encode other bytes)",
         ));
@@ -191,23 +252,20 @@ pub fn check_head(head: &[u8]) -> Result<Framing, HeadError> {
         if line.is_empty() {
             break;
         }
-        if line.contains(&b'\r') {
+        if memchr::memchr(b'\r', line).is_some() {
             return Err(Malformed("a bare CR in a header line"));
         }
         if matches!(line[0], b' ' | b'\t') {
             return Err(Malformed("a folded header line (obs-fold)"));
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(Malformed("a header line without a colon"));
         };
         let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
         if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(Malformed("a malformed header name"));
         }
-        if !value
-            .iter()
-            .all(|b| matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff))
-        {
+        if !valid_value(value) {
             return Err(Malformed("a control character in a header value"));
         }
         if name.eq_ignore_ascii_case(b"content-length") {
@@ -393,6 +451,179 @@ mod tests {
                 prop_assert!(!head.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'), "bare CR");
                 prop_assert!(!head.windows(2).any(|w| w[0] == b'\n' && matches!(w[1], b' ' | b'\t')), "obs-fold");
             }
+        }
+    }
+
+    /// The byte-wise versions these functions replaced (memchr and branch-free
+    /// checks, issue 10), kept as the reference they must agree with.
+    mod reference {
+        use super::super::{trim_ows, Framing, HeadError, Scan};
+
+        pub fn scan(buf: &[u8], scanned: usize, max: usize) -> Scan {
+            let start = buf
+                .iter()
+                .position(|b| !matches!(b, b'\r' | b'\n'))
+                .unwrap_or(buf.len());
+            let head = &buf[start..];
+            let from = scanned.saturating_sub(start + 2);
+            let end = head
+                .get(from..)
+                .unwrap_or_default()
+                .windows(2)
+                .enumerate()
+                .find_map(|(i, w)| {
+                    let i = i + from;
+                    match w {
+                        [b'\n', b'\n'] => Some(i + 2),
+                        [b'\n', b'\r'] if head.get(i + 2) == Some(&b'\n') => Some(i + 3),
+                        _ => None,
+                    }
+                });
+            match end {
+                Some(n) if n <= max => Scan::Complete(start, start + n),
+                Some(_) => Scan::TooLarge,
+                None if head.len() > max => Scan::TooLarge,
+                None => Scan::Partial,
+            }
+        }
+
+        fn is_tchar(b: u8) -> bool {
+            b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+        }
+
+        pub fn check_head(head: &[u8]) -> Result<Framing, HeadError> {
+            use HeadError::Malformed;
+            let mut lines = head
+                .split(|b| *b == b'\n')
+                .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+            let request_line = lines.next().unwrap_or_default();
+            let mut parts = request_line.split(|b| *b == b' ');
+            let (Some(method), Some(target), Some(version), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(Malformed("the request line is not METHOD TARGET VERSION"));
+            };
+            if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+                return Err(Malformed("the method is not a token"));
+            }
+            if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+                return Err(Malformed(
+                    "the request target must be visible ASCII (percent-encode other bytes)",
+                ));
+            }
+            if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
+                return Err(Malformed("the HTTP version is not HTTP/1.1 or HTTP/1.0"));
+            }
+            let mut content_length: Option<&[u8]> = None;
+            let mut chunked_last = None;
+            for line in lines {
+                if line.is_empty() {
+                    break;
+                }
+                if line.contains(&b'\r') {
+                    return Err(Malformed("a bare CR in a header line"));
+                }
+                if matches!(line[0], b' ' | b'\t') {
+                    return Err(Malformed("a folded header line (obs-fold)"));
+                }
+                let Some(colon) = line.iter().position(|b| *b == b':') else {
+                    return Err(Malformed("a header line without a colon"));
+                };
+                let (name, value) = (&line[..colon], trim_ows(&line[colon + 1..]));
+                if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+                    return Err(Malformed("a malformed header name"));
+                }
+                if !value
+                    .iter()
+                    .all(|b| matches!(b, b'\t' | b' ' | 0x21..=0x7e | 0x80..=0xff))
+                {
+                    return Err(Malformed("a control character in a header value"));
+                }
+                if name.eq_ignore_ascii_case(b"content-length") {
+                    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit)
+                    {
+                        return Err(Malformed("Content-Length is not a number"));
+                    }
+                    if content_length.is_some_and(|v| v != value) {
+                        return Err(Malformed("conflicting Content-Length headers"));
+                    }
+                    content_length = Some(value);
+                } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+                    let last = value.rsplit(|b| *b == b',').next().map(trim_ows);
+                    chunked_last = Some(last.is_some_and(|c| c.eq_ignore_ascii_case(b"chunked")));
+                }
+            }
+            match (content_length, chunked_last) {
+                (Some(_), Some(_)) => Err(Malformed("both Content-Length and Transfer-Encoding")),
+                (_, Some(false)) => Err(Malformed("the last transfer coding is not chunked")),
+                (_, Some(true)) => Ok(Framing::Chunked),
+                (Some(n), None) => std::str::from_utf8(n)
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .map(Framing::Length)
+                    .ok_or(Malformed("Content-Length is not a number")),
+                (None, None) => Ok(Framing::Length(0)),
+            }
+        }
+    }
+
+    /// Heads shaped like requests (a request line, header lines, an end) whose
+    /// parts are often wrong in the ways the checks look for: any single byte in
+    /// a name or value, missing or doubled colons, bare CR or LF, folds, framing.
+    fn head_bytes() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let token = "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,6}".prop_map(String::into_bytes);
+        let chunk = prop_oneof![
+            3 => token.clone(),
+            2 => any::<u8>().prop_map(|b| vec![b]),
+            1 => Just(b" ".to_vec()),
+            1 => Just(b"\t".to_vec()),
+            1 => Just(b",".to_vec()),
+        ];
+        let text = proptest::collection::vec(chunk, 0..5).prop_map(|v| v.concat());
+        let name = prop_oneof![
+            4 => token,
+            1 => Just(b"Content-Length".to_vec()),
+            1 => Just(b"transfer-encoding".to_vec()),
+            1 => text.clone(),
+        ];
+        let value = prop_oneof![
+            4 => text.clone(),
+            1 => "[0-9]{1,3}".prop_map(String::into_bytes),
+            1 => Just(b"chunked".to_vec()),
+            1 => Just(b" gzip , chunked ".to_vec()),
+        ];
+        let end = prop_oneof![
+            6 => Just(b"\r\n".to_vec()),
+            1 => Just(b"\n".to_vec()),
+            1 => Just(b"\r".to_vec()),
+        ];
+        let sep =
+            prop_oneof![6 => Just(b":".to_vec()), 1 => Just(b" :".to_vec()), 1 => Just(Vec::new())];
+        let line = (name, sep, value, end.clone()).prop_map(|(n, s, v, e)| [n, s, v, e].concat());
+        let target = text
+            .clone()
+            .prop_map(|t| [b"GET /".to_vec(), t, b" HTTP/1.1\r\n".to_vec()].concat());
+        let request = prop_oneof![
+            3 => Just(b"GET /a?b=c HTTP/1.1\r\n".to_vec()),
+            2 => target,
+            1 => (text.clone(), text, end).prop_map(|(m, t, e)| [m, b" ".to_vec(), t, b" HTTP/1.0".to_vec(), e].concat()),
+        ];
+        let lead = prop_oneof![4 => Just(Vec::new()), 1 => Just(b"\r\n".to_vec())];
+        let tail = prop_oneof![4 => Just(b"\r\n".to_vec()), 1 => Just(b"\n".to_vec()), 1 => Just(Vec::new())];
+        (lead, request, proptest::collection::vec(line, 0..6), tail)
+            .prop_map(|(l, r, h, t)| [l, r, h.concat(), t].concat())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_checks_agree_with_the_byte_wise_reference(
+            head in head_bytes(),
+            scanned in 0usize..64,
+            max in 0usize..256,
+        ) {
+            proptest::prop_assert_eq!(check_head(&head), reference::check_head(&head));
+            proptest::prop_assert_eq!(scan(&head, scanned, max), reference::scan(&head, scanned, max));
         }
     }
 }
