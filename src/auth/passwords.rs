@@ -1,7 +1,7 @@
 //! Argon2id on a bounded pool off the async workers (SPEC §3): `hash_concurrency`
 //! hashes at once, `hash_queue` more may wait; past that → 503 + Retry-After.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
@@ -28,8 +28,10 @@ pub struct PasswordPool {
     /// Jobs for the hashing threads; dropping the pool ends them.
     jobs: std::sync::mpsc::Sender<Job>,
     /// A real hash of a random password: unknown users are verified against it,
-    /// so a login for a missing user costs the same time as for a real one.
-    dummy: String,
+    /// so a login for a missing user costs the same time as for a real one. Made
+    /// by the first hashing thread, not before the gateway is ready (it was about
+    /// half of start-to-ready at the default parameters).
+    dummy: Arc<OnceLock<String>>,
 }
 
 fn argon(p: HashParams) -> Result<Argon2<'static>, PoolError> {
@@ -52,6 +54,12 @@ pub fn verify_now(p: HashParams, password: &str, phc: &str) -> bool {
         Ok(a) => a.verify_password(password.as_bytes(), phc).is_ok(),
         Err(_) => false,
     }
+}
+
+/// The pool's dummy hash, made on first use (a login that comes before the first
+/// hashing thread made it waits for it, once).
+fn dummy_hash(cell: &OnceLock<String>, p: HashParams) -> &str {
+    cell.get_or_init(|| hash_now(p, &crate::ids::uuid_v4()).unwrap_or_default())
 }
 
 /// Whether a stored hash was made with other parameters than `p` (then it is
@@ -101,7 +109,7 @@ impl PasswordPool {
         concurrency: usize,
         queue: usize,
     ) -> Result<PasswordPool, PoolError> {
-        let dummy = hash_now(params, &crate::ids::uuid_v4())?;
+        argon(params)?; // the parameters are checked now, as the dummy hash did
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
         for i in 0..concurrency.max(1) {
@@ -123,6 +131,12 @@ impl PasswordPool {
                 })
                 .map_err(|e| PoolError::Failed(format!("cannot start a hashing thread: {e}")))?;
         }
+        let dummy = Arc::new(OnceLock::new());
+        let d = dummy.clone();
+        jobs.send(Box::new(move || {
+            dummy_hash(&d, params);
+        }))
+        .map_err(|_| PoolError::Failed("the hashing threads are gone".into()))?;
         Ok(PasswordPool {
             params,
             sizes: (concurrency, queue),
@@ -172,8 +186,13 @@ impl PasswordPool {
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, PoolError> {
         let p = self.params;
         let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| self.dummy.clone());
-        let ok = self.run(move || verify_now(p, &password, &phc)).await?;
+        let dummy = self.dummy.clone();
+        let ok = self
+            .run(move || match &phc {
+                Some(phc) => verify_now(p, &password, phc),
+                None => verify_now(p, &password, dummy_hash(&dummy, p)),
+            })
+            .await?;
         Ok(ok && known)
     }
 }
