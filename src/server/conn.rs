@@ -36,7 +36,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
@@ -123,15 +123,21 @@ pub async fn serve(
     let mut info: Option<Arc<ConnInfo>> = None;
     loop {
         let wait = idle_wait(&app.current.load().config);
-        if !readable(&stream, wait, &mut stop).await {
+        let first = match info {
+            // Unknown yet whether TLS or HTTP/2 follows: the bytes stay in the socket.
+            None => readable(&stream, wait, &mut stop).await.then(BytesMut::new),
+            // Known cleartext HTTP/1.1: the bytes are read at once, for the guard.
+            Some(_) => first_bytes(&stream, wait, &mut stop).await,
+        };
+        let Some(first) = first else {
             if info.is_some() {
                 let _ = stream.shutdown().await;
             }
             return;
-        }
+        };
         // Everything bigger lives in this box, made only now that bytes arrived
         // and freed when a cleartext HTTP/1.1 connection goes idle again (issue 10).
-        let ready = serve_ready(stream, peer, app.clone(), stop.clone(), info);
+        let ready = serve_ready(stream, peer, app.clone(), stop.clone(), info, first);
         match Box::pin(ready).await {
             Some((s, i)) => (stream, info) = (s, Some(i)),
             None => return,
@@ -155,6 +161,53 @@ async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver
     }
 }
 
+/// Between keep-alive requests: waits for the next bytes and reads them into the
+/// buffer the guard goes on with (None on EOF, error, timeout or drain). A peek
+/// first would cost one more syscall per request (issue 10). The buffer is made
+/// only once readiness is reported, and dropped at once if no byte came with it.
+async fn first_bytes(
+    stream: &TcpStream,
+    wait: Duration,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<BytesMut> {
+    if *stop.borrow() {
+        return None;
+    }
+    let read = async {
+        loop {
+            stream.readable().await.ok()?;
+            let mut buf = BytesMut::with_capacity(guard::READ_SIZE);
+            match stream.try_read_buf(&mut buf) {
+                Ok(0) => return None,
+                Ok(n) => {
+                    if n < guard::READ_SIZE {
+                        drained(stream);
+                    }
+                    return Some(buf);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::select! {
+        r = read => r,
+        _ = tokio::time::sleep(wait) => None,
+        _ = stop.changed() => None,
+    }
+}
+
+/// After a read that did not fill its buffer, the socket had no more bytes: tokio
+/// is told so, and the next read waits for epoll instead of asking the kernel.
+/// Without it, hyper's read past the request's end (to see a client close) made
+/// one recvfrom per request that always came back EAGAIN (issue 10). Sound with
+/// edge-triggered epoll: bytes that arrive after the read are a new event.
+fn drained(stream: &TcpStream) {
+    let _ = stream.try_io(Interest::READABLE, || {
+        Err::<(), _>(io::ErrorKind::WouldBlock.into())
+    });
+}
+
 /// Serves the connection; Some: a cleartext HTTP/1.1 connection gone idle
 /// between requests, for `serve` to wait on. `info`: None for the first bytes
 /// (after them the connection is known to be cleartext HTTP/1.1).
@@ -164,6 +217,7 @@ async fn serve_ready(
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
     info: Option<Arc<ConnInfo>>,
+    first: BytesMut,
 ) -> Option<(TcpStream, Arc<ConnInfo>)> {
     if info.is_none() {
         let protos = protocols(&app);
@@ -182,7 +236,7 @@ async fn serve_ready(
         }
     }
     let info = info.unwrap_or_else(|| Arc::new(ConnInfo::new(peer, false)));
-    serve_h1(stream, info, app, stop).await
+    serve_h1(stream, info, app, stop, first).await
 }
 
 async fn serve_tls(
@@ -210,7 +264,7 @@ async fn serve_tls(
         drop(protos);
         // Never handed back: without a peek, a TLS connection waits in the guard.
         let info = Arc::new(ConnInfo::new(peer, true));
-        let _ = serve_h1(tls, info, app, stop).await;
+        let _ = serve_h1(tls, info, app, stop, BytesMut::new()).await;
     }
 }
 
@@ -268,11 +322,11 @@ async fn serve_h1<S: Socket>(
     info: Arc<ConnInfo>,
     app: Arc<App>,
     mut stop: watch::Receiver<bool>,
+    mut prefix: BytesMut,
 ) -> Option<(S, Arc<ConnInfo>)> {
     let peer = info.peer;
     let turn = Arc::new(Turn::default());
     let mut svc = service(app.clone(), info.clone(), Some(turn.clone()));
-    let mut prefix = Bytes::new();
     loop {
         let protos = protocols(&app);
         // SPEC §8: each head is read and checked by the guard first, so what hyper
@@ -333,9 +387,9 @@ async fn serve_h1<S: Socket>(
             stream = io.io;
             svc = parts.service;
             prefix = if io.buf.is_empty() {
-                io.next.freeze()
+                io.next
             } else {
-                io.buf
+                BytesMut::from(&io.buf[..])
             };
             whole
         };

@@ -57,6 +57,9 @@ pub struct Head {
     pub framing: Framing,
 }
 
+/// How much a head read asks the socket for at a time.
+pub const READ_SIZE: usize = 4096;
+
 /// What a refused client may still send us, read and dropped so that it sees the
 /// answer instead of a reset (lingering close, as nginx does).
 const LINGER_BYTES: usize = 4 << 20;
@@ -68,7 +71,7 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// or closed by the client).
 pub async fn next_head<S>(
     s: &mut S,
-    buf: Bytes,
+    mut buf: BytesMut,
     limits: HeadLimits,
     peer: std::net::IpAddr,
 ) -> Option<Head>
@@ -82,7 +85,6 @@ where
         } else {
             limits.timeout
         };
-    let mut buf = BytesMut::from(&buf[..]);
     let mut scanned = 0;
     let verdict = loop {
         match scan(&buf, scanned, limits.max_bytes) {
@@ -91,7 +93,7 @@ where
             Scan::Partial => scanned = buf.len(),
         }
         if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(4096);
+            buf.reserve(READ_SIZE);
         }
         let first = buf.is_empty();
         match tokio::time::timeout_at(deadline, s.read_buf(&mut buf)).await {
