@@ -242,19 +242,31 @@ pub fn clean_response(h: &mut HeaderMap, websocket: bool) {
 
 /// Removes the headers named in `Connection`, then the hop-by-hop ones (RFC 9110
 /// §7.6.1), sparing those `keep` says to keep. One mechanism for both directions.
+/// Runs on most responses (upstreams send `Connection: keep-alive`), so only
+/// names that are there are removed, and `keep-alive`, removed anyway, is not
+/// parsed as a name (issue 10: nine lookups and a Vec per response before).
 fn remove_hop_by_hop(h: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && !t.eq_ignore_ascii_case("keep-alive"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .filter(|n| !keep(n))
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION]) {
+    let mut present = [false; HOP_BY_HOP.len() + 2];
+    let all = || HOP_BY_HOP.iter().chain([&KEEP_ALIVE, &PROXY_CONNECTION]);
+    for k in h.keys() {
+        if let Some(i) = all().position(|n| n == k) {
+            present[i] = true;
+        }
+    }
+    for (n, _) in all().zip(present).filter(|&(_, p)| p) {
         if !keep(n) {
             h.remove(n);
         }
@@ -320,6 +332,33 @@ mod tests {
         r.clean(&mut h, false);
         let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, vec!["host"]);
+    }
+
+    #[test]
+    fn a_response_loses_its_hop_by_hop_headers_but_a_websocket_101_keeps_its_pair() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-internal"),
+            ("keep-alive", "timeout=5"),
+            ("x-internal", "1"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "text/plain"),
+        ]);
+        clean_response(&mut h, false);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["content-type"]);
+
+        let mut h = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("te", "x"),
+        ]);
+        clean_response(&mut h, true);
+        let left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, vec!["connection", "upgrade"]);
+
+        let mut h = map(&[("content-type", "text/plain")]);
+        clean_response(&mut h, false);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
