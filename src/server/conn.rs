@@ -38,7 +38,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::config::Config;
@@ -369,7 +369,7 @@ async fn serve_h1<S: Socket>(
         let protos = protocols(&app);
         let mut conn = Box::new(protos.h1.serve_connection(io, svc).with_upgrades());
         drop(protos);
-        let released = drive(&mut *conn, &mut stop, Some(&turn.notify)).await;
+        let released = drive(&mut *conn, &mut stop, Some(&turn)).await;
         // Unboxed by a call: a box moved out of in place is freed only at the end
         // of its scope (~0.9 KiB per idle connection while the wait was here).
         let Some(parts) = unbox(conn).into_parts() else {
@@ -413,8 +413,6 @@ fn unbox<T>(b: Box<T>) -> T {
 /// shared with the IO that hyper reads.
 #[derive(Default)]
 struct Turn {
-    /// Fires when the response leaves the connection reusable.
-    notify: Notify,
     state: AtomicU8,
     /// hyper's read waiting at the request's end with nothing to wake it but a
     /// PASS decision.
@@ -438,12 +436,11 @@ impl Turn {
             if let Some(w) = self.waiting.lock().ok().and_then(|mut w| w.take()) {
                 w.wake();
             }
-        } else if self
-            .state
-            .compare_exchange(UNDECIDED, REUSE, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.notify.notify_one();
+        } else {
+            // `drive` sees it after the poll in which the service decided.
+            let _ =
+                self.state
+                    .compare_exchange(UNDECIDED, REUSE, Ordering::AcqRel, Ordering::Acquire);
         }
     }
 
@@ -488,44 +485,63 @@ impl<G: Graceful + Unpin + ?Sized> Graceful for &mut G {
     }
 }
 
-/// Polls `conn` to its end, asking it to finish on drain and, when `release`
-/// fires (a response that leaves the connection reusable was produced), once the
-/// current response is written. Returns whether the end was such a release.
+/// Polls `conn` to its end, asking it to finish on drain and, with a `turn`, once
+/// the service has decided that the response leaves the connection reusable.
+/// Returns whether the end was such a release.
+///
+/// The service decides inside `conn`'s poll, so the decision is read right after
+/// it, without a wake-up (a `Notify` woke the task once more per request). While
+/// hyper serves only the current request (a turn that has not passed), a drain
+/// needs no wake-up either: `graceful` would let that request finish all the
+/// same, and `serve_h1` checks for the drain after it. Only a connection hyper
+/// keeps (HTTP/2, a passed turn) waits on `stop` (issue 10: that registration
+/// cost ~1k instructions per request).
 async fn drive<C: Graceful>(
     conn: C,
     stop: &mut watch::Receiver<bool>,
-    release: Option<&Notify>,
+    turn: Option<&Turn>,
 ) -> bool {
     let mut conn = std::pin::pin!(conn);
     let (mut released, mut draining) = (false, *stop.borrow());
     if draining {
         conn.as_mut().graceful();
     }
-    loop {
-        tokio::select! {
-            biased;
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "connection closed with error");
-                    return false;
-                }
-                return released && !draining;
+    let mut on_stop: Option<Pin<Box<dyn Future<Output = ()> + Send>>> = None;
+    std::future::poll_fn(|cx| loop {
+        if let Poll::Ready(r) = conn.as_mut().poll(cx) {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection closed with error");
+                return Poll::Ready(false);
             }
-            _ = async {
-                match release {
-                    Some(r) => r.notified().await,
-                    None => std::future::pending().await,
-                }
-            }, if release.is_some() && !released && !draining => {
+            return Poll::Ready(released && !draining);
+        }
+        if draining {
+            return Poll::Pending;
+        }
+        match turn {
+            Some(t) if !released && t.reused() => {
                 released = true;
                 conn.as_mut().graceful();
+                continue;
             }
-            _ = stop.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful();
-            }
+            Some(t) if !t.passed() => return Poll::Pending,
+            _ => {}
         }
-    }
+        let wait = on_stop.get_or_insert_with(|| {
+            let mut rx = stop.clone();
+            Box::pin(async move {
+                // A closed channel (the gateway going away) counts as a drain.
+                while rx.changed().await.is_ok() && !*rx.borrow() {}
+            })
+        });
+        if wait.as_mut().poll(cx).is_ready() {
+            draining = true;
+            conn.as_mut().graceful();
+            continue;
+        }
+        return Poll::Pending;
+    })
+    .await
 }
 
 /// Whether the connection may be handed back to idle after this request (if its
