@@ -121,13 +121,14 @@ pub async fn serve(
     // Made at the first bytes and kept while idle: the peer's text is formatted
     // once per connection, not per request.
     let mut info: Option<Arc<ConnInfo>> = None;
+    let mut idle: Option<IdleWait> = None;
     loop {
         let wait = idle_wait(&app.current.load().config);
         let first = match info {
             // Unknown yet whether TLS or HTTP/2 follows: the bytes stay in the socket.
             None => readable(&stream, wait, &mut stop).await.then(BytesMut::new),
             // Known cleartext HTTP/1.1: the bytes are read at once, for the guard.
-            Some(_) => first_bytes(&stream, wait, &mut stop).await,
+            Some(_) => first_bytes(&stream, wait, &stop, &mut idle).await,
         };
         let Some(first) = first else {
             if info.is_some() {
@@ -161,6 +162,23 @@ async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver
     }
 }
 
+/// The keep-alive wait's timer and drain signal, made at a connection's first
+/// keep-alive wait and kept (~0.3 KiB): moving a registered timer to a later
+/// deadline is an atomic store, where a new timer per request was a timer-wheel
+/// insert and removal, and the drain signal stays registered instead of joining
+/// and leaving the watch's waiters each time (issue 10).
+struct IdleWait {
+    timer: Pin<Box<tokio::time::Sleep>>,
+    drain: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+/// Completes when the gateway starts draining, or when the drain channel closes
+/// (the gateway going away counts as a drain).
+fn drain_signal(stop: &watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let mut rx = stop.clone();
+    Box::pin(async move { while rx.changed().await.is_ok() && !*rx.borrow() {} })
+}
+
 /// Between keep-alive requests: waits for the next bytes and reads them into the
 /// buffer the guard goes on with (None on EOF, error, timeout or drain). A peek
 /// first would cost one more syscall per request (issue 10). The buffer is made
@@ -168,11 +186,23 @@ async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver
 async fn first_bytes(
     stream: &TcpStream,
     wait: Duration,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
+    idle: &mut Option<IdleWait>,
 ) -> Option<BytesMut> {
     if *stop.borrow() {
         return None;
     }
+    let deadline = tokio::time::Instant::now() + wait;
+    let w = match idle {
+        Some(w) => {
+            w.timer.as_mut().reset(deadline);
+            w
+        }
+        None => idle.insert(IdleWait {
+            timer: Box::pin(tokio::time::sleep_until(deadline)),
+            drain: drain_signal(stop),
+        }),
+    };
     let read = async {
         loop {
             stream.readable().await.ok()?;
@@ -190,10 +220,12 @@ async fn first_bytes(
             }
         }
     };
+    // Biased: no random branch order to draw; either end is final.
     tokio::select! {
+        biased;
         r = read => r,
-        _ = tokio::time::sleep(wait) => None,
-        _ = stop.changed() => None,
+        _ = w.timer.as_mut() => None,
+        _ = w.drain.as_mut() => None,
     }
 }
 
@@ -527,13 +559,7 @@ async fn drive<C: Graceful>(
             Some(t) if !t.passed() => return Poll::Pending,
             _ => {}
         }
-        let wait = on_stop.get_or_insert_with(|| {
-            let mut rx = stop.clone();
-            Box::pin(async move {
-                // A closed channel (the gateway going away) counts as a drain.
-                while rx.changed().await.is_ok() && !*rx.borrow() {}
-            })
-        });
+        let wait = on_stop.get_or_insert_with(|| drain_signal(stop));
         if wait.as_mut().poll(cx).is_ready() {
             draining = true;
             conn.as_mut().graceful();
