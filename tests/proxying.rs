@@ -799,3 +799,39 @@ fn sigterm_lets_an_in_flight_request_finish_refuses_new_connections_and_exits_0(
     let status = gw.wait_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{}", gw.logs());
 }
+
+#[test]
+fn a_client_that_hangs_up_mid_request_has_its_upstream_request_dropped() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&with_upstream_timeout(Cfg::new(up.addr), "60s"));
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    // The hang-up comes on the connection's second request: between keep-alive
+    // requests the gateway reads the next bytes itself and tells tokio when the
+    // socket is drained, and a close after that must still be seen.
+    (&s).write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_response(&mut r).status, 200);
+    (&s).write_all(b"GET /public/slow?ms=30000 HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while up.count() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(up.count(), 2, "the slow request did not reach the upstream");
+    assert_eq!(up.open_connections(), 1);
+    drop(r);
+    drop(s);
+    // Seen: the request is dropped and its upstream connection closed at once.
+    // Not seen: the gateway would wait out the upstream's 30 s with it open.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while up.open_connections() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        up.open_connections(),
+        0,
+        "the upstream connection outlived the client that hung up"
+    );
+}
