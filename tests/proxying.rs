@@ -116,7 +116,7 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 #[tokio::test]
-async fn a_five_mib_upload_reaches_the_upstream_intact() {
+async fn a_sixteen_mib_upload_reaches_the_upstream_intact() {
     let up = Upstream::start();
     let gw = Gateway::start(&with_upstream_timeout(Cfg::new(up.addr), "30s"));
     let warm = client()
@@ -127,7 +127,7 @@ async fn a_five_mib_upload_reaches_the_upstream_intact() {
         .unwrap();
     assert_eq!(warm.status(), 200);
     let (_, peak_before) = memory_kib(gw.pid());
-    let body = pattern(5 << 20);
+    let body = pattern(16 << 20);
     let r = client()
         .post(gw.url("/public/echo"))
         .body(body.clone())
@@ -138,13 +138,14 @@ async fn a_five_mib_upload_reaches_the_upstream_intact() {
     let seen = up.last();
     assert_eq!(seen.method, "POST");
     assert_eq!(seen.uri, "/public/echo");
-    assert_eq!(seen.header("content-length").as_deref(), Some("5242880"));
-    assert_eq!(seen.body.len(), 5 << 20);
+    assert_eq!(seen.header("content-length").as_deref(), Some("16777216"));
+    assert_eq!(seen.body.len(), 16 << 20);
     assert!(seen.body == body, "the upstream received different bytes");
-    // Streamed, not held: see the download test for the bound.
+    // Streamed, not held: half the body, as in the download test (mimalloc takes
+    // memory in MiB steps: 4.2 MiB of growth was seen for a 5 MiB upload).
     let (_, peak_after) = memory_kib(gw.pid());
     assert!(
-        peak_after.saturating_sub(peak_before) < 4 * 1024,
+        peak_after.saturating_sub(peak_before) < 8 * 1024,
         "peak RSS grew by {} KiB",
         peak_after.saturating_sub(peak_before)
     );
