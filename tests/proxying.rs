@@ -802,6 +802,45 @@ fn sigterm_lets_an_in_flight_request_finish_refuses_new_connections_and_exits_0(
 }
 
 #[test]
+fn sigterm_closes_an_idle_keep_alive_connection_at_once_and_exits_0() {
+    let up = Upstream::start();
+    let mut gw = Gateway::start(&Cfg::new(up.addr));
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    // Two requests: the connection waits between them as every kept-alive one does.
+    for _ in 0..2 {
+        (&s).write_all(b"GET /public/a HTTP/1.1\r\nHost: gw.test\r\n\r\n")
+            .unwrap();
+        assert_eq!(read_response(&mut r).status, 200);
+    }
+    let sent = Instant::now();
+    gw.signal("TERM");
+    // Nothing is in flight on it: closed without an answer, not after
+    // shutdown_grace (30 s) or idle_timeout (60 s).
+    let mut rest = Vec::new();
+    let n = r.read_to_end(&mut rest).unwrap();
+    assert_eq!(
+        n,
+        0,
+        "bytes after SIGTERM: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "the idle connection was closed {:?} after SIGTERM",
+        sent.elapsed()
+    );
+    let status = gw.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0), "{}", gw.logs());
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "exited {:?} after SIGTERM",
+        sent.elapsed()
+    );
+}
+
+#[test]
 fn a_client_that_hangs_up_mid_request_has_its_upstream_request_dropped() {
     let up = Upstream::start();
     let gw = Gateway::start(&with_upstream_timeout(Cfg::new(up.addr), "60s"));
