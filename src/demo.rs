@@ -15,7 +15,7 @@ use crate::body::{full, json, Body};
 
 /// What a browser gets: the greeting as a page, with a way to sign out.
 fn greeting_page(user: &str) -> Response<Body> {
-    let user = crate::auth::browser::escape(user);
+    let user = crate::identity::browser::escape(user);
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>authgate demo</title>\
          <style>body{{font:16px/1.5 system-ui,sans-serif;max-width:36rem;margin:3rem auto;padding:0 1rem}}</style></head>\n\
@@ -39,7 +39,7 @@ async fn handle(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let path = req.uri().path();
-    let browser = crate::auth::session::is_navigation(req.method(), req.headers());
+    let browser = crate::identity::session::is_navigation(req.method(), req.headers());
     Ok(if path == "/protected" || path.starts_with("/protected/") {
         match user {
             Some(u) if browser => greeting_page(&u),

@@ -1,21 +1,27 @@
 //! authgate: an authenticating reverse proxy and API gateway.
 
-pub mod auth;
 pub mod body;
 pub mod cli;
+pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod edge;
+pub mod error;
+pub mod header_names;
+pub mod identity;
 pub mod ids;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod proxy;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod verify;
 
 /// jsonwebtoken and rustls both use aws-lc-rs; install it as the process default
 /// once, so neither ever has to guess (CRATES.md: the backend trap).

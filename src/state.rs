@@ -8,31 +8,32 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
-use crate::auth::issuers::IssuerSet;
-use crate::auth::jwt::{Issuer, Verifier};
-use crate::auth::keys::KeySet;
-use crate::auth::passwords::PasswordPool;
-use crate::auth::ratelimit::Limits;
-use crate::auth::revocation::Revocations;
 use crate::config::{Config, IdentityEndpoint};
+use crate::identity::passwords::HashingThreads;
+use crate::identity::signer::TokenSigner;
+use crate::identity::signing_keys::KeySet;
+use crate::limits::Limits;
 use crate::metrics::RouteMetrics;
 use crate::proxy::headers::HeaderRules;
-use crate::proxy::upstream::UpstreamPool;
+use crate::proxy::upstream::Balancer;
 use crate::routes::Router;
 use crate::store::UserStore;
+use crate::verify::issuers::IssuerSet;
+use crate::verify::jwt::Verifier;
+use crate::verify::revocation::Revocations;
 
-pub struct Runtime {
+pub struct Snapshot {
     pub config: Arc<Config>,
     pub router: Router,
     pub rules: HeaderRules,
     pub verifier: Verifier,
     /// Signs authgate's own tokens; `None` when `[identity] enabled = false`.
-    pub issuer: Option<Issuer>,
+    pub signer: Option<TokenSigner>,
     pub jwks: Bytes,
-    /// Kept across reloads that leave its settings alone (see `Runtime::build`).
-    pub passwords: Arc<PasswordPool>,
+    /// Kept across reloads that leave its settings alone (see `Snapshot::build`).
+    pub passwords: Arc<HashingThreads>,
     pub limits: Limits,
-    pub upstreams: Vec<Arc<UpstreamPool>>,
+    pub upstreams: Vec<Arc<Balancer>>,
     pub store: Arc<dyn UserStore>,
     /// SPEC §9: who is revoked since when; shared by every snapshot on one store
     /// (the server hands the same one to each reload) and filled by its poller.
@@ -52,14 +53,14 @@ pub enum RouteRef {
 #[error("{0}")]
 pub struct BuildError(pub String);
 
-impl Runtime {
+impl Snapshot {
     /// `old` is the snapshot a reload replaces: its password pool is kept when the
     /// hashing settings are unchanged.
     pub fn build(
         config: Config,
         store: Arc<dyn UserStore>,
-        old: Option<&Runtime>,
-    ) -> Result<Runtime, BuildError> {
+        old: Option<&Snapshot>,
+    ) -> Result<Snapshot, BuildError> {
         // SPEC §10: with the built-in identity off there is no signing key to load.
         let keys = if config.identity.enabled {
             Some(KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?)
@@ -75,7 +76,7 @@ impl Runtime {
                 p.clone()
             }
             _ => Arc::new(
-                PasswordPool::new(id.password_hash, id.hash_concurrency, id.hash_queue)
+                HashingThreads::new(id.password_hash, id.hash_concurrency, id.hash_queue)
                     .map_err(|e| BuildError(e.to_string()))?,
             ),
         };
@@ -86,7 +87,7 @@ impl Runtime {
             .enumerate()
             .map(|(i, u)| {
                 let before = old.and_then(|o| o.upstreams.iter().find(|p| p.name == u.name));
-                UpstreamPool::new(u, before.map(|p| p.as_ref()))
+                Balancer::new(u, before.map(|p| p.as_ref()))
                     .map(Arc::new)
                     .map_err(|e| BuildError(format!("upstream[{i}].{e}")))
             })
@@ -104,11 +105,11 @@ impl Runtime {
             .chain(["none".to_string()])
             .map(|l| RouteMetrics::new(&l))
             .collect();
-        Ok(Runtime {
+        Ok(Snapshot {
             router: Router::new(&config),
             rules: HeaderRules::new(&config.forward, &config.server.trusted_proxies),
             verifier,
-            issuer: keys.as_ref().map(|k| Issuer::new(&config.tokens, k)),
+            signer: keys.as_ref().map(|k| TokenSigner::new(&config.tokens, k)),
             jwks: keys
                 .as_ref()
                 .map(|k| Bytes::from(k.jwks.to_string()))
@@ -138,7 +139,7 @@ impl Runtime {
 
     /// A reload keeps the keys of issuers whose config did not change, so their tokens
     /// do not wait for the new snapshot's first fetch (which still happens at once).
-    pub fn carry_over_issuer_keys(&self, old: &Runtime) {
+    pub fn carry_over_issuer_keys(&self, old: &Snapshot) {
         self.verifier.issuers().adopt_keys(old.verifier.issuers());
     }
 
@@ -164,7 +165,7 @@ impl Runtime {
 
 /// What lives for the whole process: the current snapshot and where it came from.
 pub struct App {
-    pub current: ArcSwap<Runtime>,
+    pub current: ArcSwap<Snapshot>,
     pub config_path: PathBuf,
     pub tls: ArcSwap<Option<tokio_rustls::TlsAcceptor>>,
     /// Connection slots (`max_connections`); resized on reload.

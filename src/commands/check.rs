@@ -94,14 +94,14 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     // load now, not at the first request.
     for (i, u) in config.upstreams.iter().enumerate() {
         if u.tls.is_some() {
-            if let Err(e) = crate::proxy::upstream::UpstreamPool::new(u, None) {
+            if let Err(e) = crate::proxy::upstream::Balancer::new(u, None) {
                 let (l, c) = upstream_position(&text, i, "tls");
                 errors.push(format!("{origin}:{l}:{c}: upstream[{i}].{e}"));
             }
         }
     }
     // SPEC §10: an issuer's `ca` must load now, not at its first key fetch.
-    if let Err(e) = crate::auth::issuers::IssuerSet::build(&config) {
+    if let Err(e) = crate::verify::issuers::IssuerSet::build(&config) {
         let (l, c) = array_position(&text, "issuer", e.index, "ca");
         errors.push(format!("{origin}:{l}:{c}: issuer[{}].{}", e.index, e.why));
     }
@@ -204,7 +204,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
         let algs: Vec<&str> = i
             .algorithms
             .iter()
-            .map(|a| crate::auth::vkey::alg_name(*a))
+            .map(|a| crate::verify::jwk::alg_name(*a))
             .collect();
         println!(
             "issuer    {}: {} ({keys}), audiences {:?}, {}, identity from {}",

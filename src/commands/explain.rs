@@ -103,7 +103,7 @@ pub(super) fn explain(
         println!(
             "session   the {} cookie counts as a bearer token when there is no Authorization header; \
              with it, unsafe methods and WebSocket handshakes need Origin = the gateway's own{} (else 403 csrf_rejected){}",
-            crate::auth::session::ACCESS_COOKIE,
+            crate::identity::session::ACCESS_COOKIE,
             if sessions.allowed_origins.is_empty() {
                 String::new()
             } else {
@@ -124,7 +124,7 @@ pub(super) fn explain(
         // SPEC §12: the header wins; without one, the session cookie stands in.
         _ => match crate::edge::bearer(&headers).and_then(|t| match t {
             Some(t) => Ok(Some(t)),
-            None => crate::auth::session::access_cookie(sessions, &headers).map_err(Into::into),
+            None => crate::identity::session::access_cookie(sessions, &headers).map_err(Into::into),
         }) {
             Ok(t) => t,
             Err(e) => {
@@ -175,7 +175,7 @@ pub(super) fn explain(
                 println!("refused   403 insufficient_scope: the token lacks a required claim")
             }
             Ok(Err(e)) => {
-                let e = crate::edge::error::ApiError::from(e);
+                let e = crate::error::ApiError::from(e);
                 println!(
                     "refused   {} {}: {}",
                     e.status().as_u16(),
@@ -202,8 +202,8 @@ pub(super) fn explain(
         removed.join(", "),
         if removed.is_empty() { "" } else { "; always: " },
         protected.join(", "),
-        crate::auth::session::ACCESS_COOKIE,
-        crate::auth::session::REFRESH_COOKIE,
+        crate::identity::session::ACCESS_COOKIE,
+        crate::identity::session::REFRESH_COOKIE,
     );
     let mut injected = Vec::new();
     if route.auth != AuthMode::Public {

@@ -16,13 +16,14 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 
-use crate::auth::jwt::{satisfies, Verifier};
-use crate::auth::keys::{generate_pem, write_private, KeyError, KeySet};
 use crate::cli::{Cli, Command, KeysCommand, StoreCommand, TokenCommand, UsersCommand};
 use crate::config::{Algorithm, AuthMode, Config, StoreUrl};
 use crate::edge::normalize::normalize_path;
+use crate::identity::signing_keys::{generate_pem, write_private, KeyError, KeySet};
 use crate::proxy::headers::HeaderRules;
 use crate::routes::Router;
+use crate::verify::jwt::Verifier;
+use crate::verify::verified::satisfies;
 use check::*;
 use explain::*;
 use serve::*;
@@ -69,7 +70,7 @@ fn offline_verifier(config: &Config) -> anyhow::Result<Verifier> {
     } else {
         None
     };
-    let issuers = std::sync::Arc::new(crate::auth::issuers::IssuerSet::build(config)?);
+    let issuers = std::sync::Arc::new(crate::verify::issuers::IssuerSet::build(config)?);
     issuers.start();
     Verifier::new(config, keys.as_ref(), issuers).map_err(|e| anyhow!("tokens: {e}"))
 }
@@ -78,8 +79,9 @@ fn offline_verifier(config: &Config) -> anyhow::Result<Verifier> {
 fn verify_now(
     v: &Verifier,
     token: &str,
-) -> anyhow::Result<Result<std::sync::Arc<crate::auth::jwt::Verified>, crate::auth::jwt::VerifyError>>
-{
+) -> anyhow::Result<
+    Result<std::sync::Arc<crate::verify::verified::Verified>, crate::verify::jwt::VerifyError>,
+> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()?;

@@ -38,7 +38,7 @@ pub(super) fn copy(from: &str, to: &str) -> anyhow::Result<ExitCode> {
     };
     let a = crate::store::open(&src, opts).map_err(|e| anyhow!("FROM: {e}"))?;
     let b = crate::store::open(&dst, opts).map_err(|e| anyhow!("TO: {e}"))?;
-    let report = crate::store::copy::copy(a.as_ref(), b.as_ref(), crate::auth::jwt::now_secs())?;
+    let report = crate::store::copy::copy(a.as_ref(), b.as_ref(), crate::clock::now_secs())?;
     println!("{} -> {}", describe(&src), describe(&dst));
     print!("{report}");
     Ok(ExitCode::SUCCESS)

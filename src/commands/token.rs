@@ -9,14 +9,14 @@ pub(super) fn inspect(path: &Path, token: &str) -> anyhow::Result<ExitCode> {
         Ok(h) => println!("header: {}", serde_json::to_string(&h).unwrap_or_default()),
         Err(e) => println!(
             "header: unreadable ({})",
-            crate::auth::jwt::describe(e.kind())
+            crate::verify::jwt::describe(e.kind())
         ),
     }
     match jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(token) {
         Ok(c) => println!("claims: {c}"),
         Err(e) => println!(
             "claims: unreadable ({})",
-            crate::auth::jwt::describe(e.kind())
+            crate::verify::jwt::describe(e.kind())
         ),
     }
     match verify_now(&verifier, token)? {

@@ -61,15 +61,16 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
         }
         Ok(())
     };
-    let name =
-        |n: &str| crate::auth::endpoints::normalize_username(n).map_err(|e| anyhow!(e.message()));
+    let name = |n: &str| {
+        crate::identity::username::normalize_username(n).map_err(|e| anyhow!(e.message()))
+    };
     match cmd {
         UsersCommand::Add { name: n, roles } => {
             let n = name(&n)?;
             let roles = parse_roles(&roles)?;
             let pw = read_password("Password: ")?;
             check_len(&pw)?;
-            let hash = crate::auth::passwords::hash_now(id.password_hash, &pw)?;
+            let hash = crate::identity::passwords::hash_now(id.password_hash, &pw)?;
             store.create_user(&n, &hash, &roles).map_err(|e| match e {
                 crate::store::StoreError::Conflict => anyhow!("user {n:?} already exists"),
                 other => anyhow!(other),
@@ -100,10 +101,10 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             }
             let pw = read_password("New password: ")?;
             check_len(&pw)?;
-            let hash = crate::auth::passwords::hash_now(id.password_hash, &pw)?;
+            let hash = crate::identity::passwords::hash_now(id.password_hash, &pw)?;
             store.set_password(&n, &hash)?;
             // SPEC §9: a new password ends every session of the old one.
-            store.revoke_user(&n, crate::store::now_ms())?;
+            store.revoke_user(&n, crate::clock::now_ms())?;
             println!("password set for {n}; their earlier tokens are revoked");
         }
         UsersCommand::Revoke { name: n } => {
@@ -111,7 +112,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             if store.get_user(&n)?.is_none() {
                 bail!("no user {n:?}");
             }
-            store.revoke_user(&n, crate::store::now_ms())?;
+            store.revoke_user(&n, crate::clock::now_ms())?;
             println!(
                 "revoked every token issued to {n} until now (every gateway within identity.revocation_poll = {:?})",
                 id.revocation_poll

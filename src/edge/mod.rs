@@ -1,12 +1,10 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
 //! to an identity endpoint or a route, auth policy, access log and metrics.
 
-pub mod error;
 pub mod normalize;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +13,16 @@ use http::header::{HeaderValue, AUTHORIZATION, HOST};
 use http::{HeaderMap, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 
-use crate::auth::jwt::{satisfies, Verified};
-use crate::auth::session;
 use crate::body::Body;
 use crate::config::{AuthMode, Route};
-use crate::proxy::headers::{ClientInfo, X_REQUEST_ID};
+use crate::error::ApiError;
+use crate::header_names::X_REQUEST_ID;
+use crate::identity::session;
+use crate::proxy::headers::ClientInfo;
 use crate::proxy::{forward, Outgoing};
-use crate::state::{App, RouteRef, Runtime};
-use error::ApiError;
+use crate::request::{request_host, ConnInfo};
+use crate::state::{App, RouteRef, Snapshot};
+use crate::verify::verified::{satisfies, Verified};
 
 /// What the access log says about one request.
 #[derive(Default)]
@@ -34,15 +34,6 @@ struct Trace {
     /// The verified caller, or the name an identity endpoint acted for.
     caller: Option<Arc<Verified>>,
     user: Option<String>,
-}
-
-/// The host a request is for: the absolute-form/HTTP/2 authority (without any
-/// userinfo), else `Host` (RFC 9112 §3.2.2).
-pub fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    match req.uri().authority() {
-        Some(a) => Some(a.as_str().rsplit_once('@').map_or(a.as_str(), |(_, h)| h)),
-        None => req.headers().get(HOST).and_then(|v| v.to_str().ok()),
-    }
 }
 
 /// RFC 9112 §3.2: more than one `Host`, or none in an HTTP/1.1 request without an
@@ -86,7 +77,7 @@ pub fn bearer(h: &HeaderMap) -> Result<Option<&str>, ApiError> {
 
 /// The route's auth policy (SPEC §4, §10): the verified caller, if any.
 pub async fn authorize(
-    rt: &Runtime,
+    rt: &Snapshot,
     route: &Route,
     h: &HeaderMap,
 ) -> Result<Option<Arc<Verified>>, ApiError> {
@@ -149,30 +140,9 @@ fn redact_query(q: &str) -> String {
         .join("&")
 }
 
-/// What is known of a client connection, computed once when it is accepted.
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    /// The peer's IP as text (X-Forwarded-For, Forwarded).
-    pub peer_text: HeaderValue,
-    pub tls: bool,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
-        let peer_text = HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or(HeaderValue::from_static("unknown"));
-        ConnInfo {
-            peer,
-            peer_text,
-            tls,
-        }
-    }
-}
-
 /// A request's future, boxed here, once: the state machine is several KiB, and a
 /// caller that wraps it (conn.rs adds the connection's release) then moves 16
-/// bytes instead of copying it into its own state and again into its box
-/// (callgrind: that memcpy was ~8,000 instructions per request).
+/// bytes instead of copying the whole state into its own and again into its box.
 pub fn serve(
     app: Arc<App>,
     conn: Arc<ConnInfo>,
@@ -215,10 +185,10 @@ async fn serve_request(
     m.record(status, elapsed.as_secs_f64());
     if crate::logging::access_enabled() {
         let upstream = trace.upstream.map(|(u, t)| {
-            let pool = &rt.upstreams[u];
+            let balancer = &rt.upstreams[u];
             match t {
-                Some(t) => pool.targets[t].authority.as_str(),
-                None => pool.name.as_str(),
+                Some(t) => balancer.targets[t].authority.as_str(),
+                None => balancer.name.as_str(),
             }
         });
         let user = match (&trace.caller, &trace.user) {
@@ -267,7 +237,7 @@ fn upstream_uri(received: &Uri, forwarded_path: &str) -> Result<Uri, ApiError> {
 }
 
 async fn dispatch(
-    rt: &Runtime,
+    rt: &Snapshot,
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     request_id: &HeaderValue,
@@ -277,7 +247,7 @@ async fn dispatch(
         return Err(ApiError::HeadersTooLarge);
     }
     check_host(&req)?;
-    // Raw bytes outside visible ASCII in the target (the guard checks a
+    // Raw bytes outside visible ASCII in the target (the head reader checks a
     // connection's first request; hyper lets them through on later ones) would be
     // forwarded as bytes a strict HTTP/1.1 parser refuses.
     if let Some(pq) = req.uri().path_and_query() {
@@ -301,7 +271,7 @@ async fn dispatch(
         // Boxed: the identity endpoints' futures (store calls, hashing) are several
         // KiB, and would otherwise size every proxied request's future, which is
         // copied as it is boxed per request.
-        let (resp, user) = Box::pin(crate::auth::endpoints::handle(rt, ep, req, conn)).await?;
+        let (resp, user) = Box::pin(crate::identity::endpoints::handle(rt, ep, req, conn)).await?;
         trace.user = user;
         return Ok(resp);
     }
@@ -318,7 +288,7 @@ async fn dispatch(
         && session::needs_csrf_check(req.method(), crate::proxy::is_websocket(&req))
         && session::access_cookie(sessions, req.headers())?.is_some()
     {
-        crate::auth::browser::csrf(rt, &req, conn)?;
+        crate::identity::cookies::csrf(rt, &req, conn)?;
     }
     let identity = match authorize(rt, route, req.headers()).await {
         // SPEC §12: a browser navigation without a valid session goes to the
@@ -345,9 +315,9 @@ async fn dispatch(
         Some(_) => host.and_then(|h| HeaderValue::from_str(h).ok()),
         None => req.headers().get(HOST).cloned(),
     };
-    let pool = &rt.upstreams[route.upstream];
+    let upstream = &rt.upstreams[route.upstream];
     let out = Outgoing {
-        pool,
+        upstream,
         rules: &rt.rules,
         uri,
         identity: identity.as_deref(),
@@ -368,9 +338,9 @@ async fn dispatch(
             Ok(resp)
         }
         Err(e) => {
-            metrics::counter!("authgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => e.kind())
+            metrics::counter!("authgate_upstream_errors_total", "upstream" => upstream.name.clone(), "kind" => e.kind())
                 .increment(1);
-            tracing::warn!(upstream = %pool.name, error = ?e, "upstream request failed");
+            tracing::warn!(upstream = %upstream.name, error = ?e, "upstream request failed");
             Err(e.into())
         }
     }

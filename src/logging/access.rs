@@ -2,7 +2,7 @@
 //! buffer in the shape tracing's formatter gives every other event: text
 //! `TIME  INFO authgate::access: request_id="…" method=GET …`, or one JSON object
 //! with `--log-format json`. No allocation per request once the buffer has grown
-//! to a line's size (issue 10); the level filter is tracing's, as before.
+//! to a line's size; the level filter is tracing's.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};

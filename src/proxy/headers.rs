@@ -7,44 +7,8 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::{Cidr, Forward};
-
-/// RFC 9110 §7.6.1 plus the legacy ones; never forwarded in either direction.
-const HOP_BY_HOP: &[HeaderName] = &[
-    header::CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
-pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers the gateway manages itself; config may not name them as identity headers.
-pub fn is_reserved(h: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(h)
-        || [
-            &header::HOST,
-            &header::AUTHORIZATION,
-            &header::CONTENT_LENGTH,
-            &header::CONTENT_TYPE,
-            &header::COOKIE,
-            &header::FORWARDED,
-            &X_FORWARDED_FOR,
-            &X_FORWARDED_PROTO,
-            &X_FORWARDED_HOST,
-            &X_REQUEST_ID,
-            &KEEP_ALIVE,
-            &PROXY_CONNECTION,
-        ]
-        .contains(&h)
-}
+use crate::header_names::{HOP_BY_HOP, KEEP_ALIVE, PROXY_CONNECTION};
+use crate::header_names::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Compiled once per config: the names to strip from every client request.
 pub struct HeaderRules {
@@ -244,7 +208,7 @@ pub fn clean_response(h: &mut HeaderMap, websocket: bool) {
 /// §7.6.1), sparing those `keep` says to keep. One mechanism for both directions.
 /// Runs on most responses (upstreams send `Connection: keep-alive`), so only
 /// names that are there are removed, and `keep-alive`, removed anyway, is not
-/// parsed as a name (issue 10: nine lookups and a Vec per response before).
+/// parsed as a name.
 fn remove_hop_by_hop(h: &mut HeaderMap, keep: impl Fn(&HeaderName) -> bool) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)

@@ -14,11 +14,11 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 
-use crate::auth::jwt::Verified;
 use crate::body::{empty, Body, BoxError};
-use crate::edge::error::ApiError;
+use crate::error::ApiError;
+use crate::verify::verified::Verified;
 use headers::{clean_response, ClientInfo, HeaderRules};
-use upstream::{SendError, UpstreamPool};
+use upstream::{Balancer, SendError};
 
 #[derive(Debug)]
 pub enum ProxyError {
@@ -100,7 +100,7 @@ pub fn is_websocket(req: &Request<Incoming>) -> bool {
 }
 
 pub struct Outgoing<'a> {
-    pub pool: &'a UpstreamPool,
+    pub upstream: &'a Balancer,
     pub rules: &'a HeaderRules,
     /// Origin form: canonical path (after strip_prefix) plus `?query`.
     pub uri: Uri,
@@ -145,19 +145,19 @@ pub async fn forward(
     // Upstreams get the origin form (RFC 9112 §3.2.1); Host is set above.
     let mut uri = o.uri;
     let mut tried: Option<usize> = None;
-    let mut attempts_left = 1 + o.pool.retries;
+    let mut attempts_left = 1 + o.upstream.retries;
     // RFC 9110 §9.2.2: an idempotent request without a body may be replayed when the
     // upstream closed the connection without a byte of answer (typically a pooled
     // connection its keep-alive timeout closed as we reused it) — once, on a fresh
     // connection to the same target, unless `retries = 0`.
-    let mut replay = bodiless && o.pool.retries > 0 && parts.method.is_idempotent();
+    let mut replay = bodiless && o.upstream.retries > 0 && parts.method.is_idempotent();
     let mut replaying: Option<usize> = None;
     loop {
         attempts_left -= 1;
-        let i = replaying.unwrap_or_else(|| o.pool.pick(tried));
+        let i = replaying.unwrap_or_else(|| o.upstream.pick(tried));
         // Retrying is only safe when nothing could have been sent: no body, and
         // another target to try.
-        let can_retry = bodiless && attempts_left > 0 && o.pool.targets.len() > 1;
+        let can_retry = bodiless && attempts_left > 0 && o.upstream.targets.len() > 1;
         let mut out = Request::new(body.take().unwrap_or_else(empty));
         *out.method_mut() = parts.method.clone();
         *out.version_mut() = Version::HTTP_11;
@@ -170,10 +170,10 @@ pub async fn forward(
             *out.headers_mut() = std::mem::take(&mut headers);
         }
         let fresh = replaying.is_some();
-        match tokio::time::timeout(o.pool.timeout, o.pool.send(i, out, fresh)).await {
+        match tokio::time::timeout(o.upstream.timeout, o.upstream.send(i, out, fresh)).await {
             Err(_) => return Err(ProxyError::Timeout),
             Ok(Err(SendError::Connect(e))) => {
-                o.pool.mark_down(i);
+                o.upstream.mark_down(i);
                 if can_retry {
                     tried = Some(i);
                     body = Some(empty());
@@ -195,7 +195,7 @@ pub async fn forward(
                 return Err(ProxyError::Protocol(e))
             }
             Ok(Ok((mut resp, sender))) => {
-                o.pool.mark_up(i);
+                o.upstream.mark_up(i);
                 let upgraded = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
                 if upgraded && !websocket {
                     // Never answer 101 to anything but a WebSocket handshake (SPEC §8).
@@ -220,9 +220,9 @@ pub async fn forward(
                     let resp = resp.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed());
                     return Ok((resp, i));
                 }
-                let key = o.pool.key(i);
+                let key = o.upstream.key(i);
                 // After the headers, `timeout` bounds each silence of the body (stall.rs).
-                let gap = o.pool.timeout;
+                let gap = o.upstream.timeout;
                 let resp = resp.map(|b| {
                     stall::ReadGap::new(pool::Pooled::new(b, key, sender).boxed(), gap).boxed()
                 });

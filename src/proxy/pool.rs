@@ -1,5 +1,5 @@
 //! Upstream connections: hyper's `client::conn::http1` (one `SendRequest` per
-//! connection) with an idle pool per worker thread (issue 10). A worker is a
+//! connection) with an idle pool per worker thread. A worker is a
 //! current-thread runtime, so its pool is a thread-local `RefCell`: no lock and
 //! no task hop on the request path; the connection's own task runs on the same
 //! thread.

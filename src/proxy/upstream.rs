@@ -44,7 +44,7 @@ pub struct Target {
     down_until: AtomicU64,
 }
 
-pub struct UpstreamPool {
+pub struct Balancer {
     pub name: String,
     pub targets: Vec<Target>,
     next: AtomicUsize,
@@ -59,7 +59,7 @@ pub struct UpstreamPool {
     health_check: Option<HealthCheck>,
 }
 
-impl UpstreamPool {
+impl Balancer {
     /// Reads the TLS files the upstream names (again on every reload); the error
     /// names the key at fault, relative to the upstream (`tls.ca: …`).
     ///
@@ -68,7 +68,7 @@ impl UpstreamPool {
     /// connections carry), this one takes over its idle connections — a reload
     /// does not reconnect to every backend. TLS upstreams always start afresh, so a
     /// re-read CA or client certificate applies to every new request.
-    pub fn new(u: &Upstream, old: Option<&UpstreamPool>) -> Result<UpstreamPool, String> {
+    pub fn new(u: &Upstream, old: Option<&Balancer>) -> Result<Balancer, String> {
         let tls = tls_client(u)?;
         let same_conns = old.filter(|o| {
             o.tls.is_none()
@@ -87,7 +87,7 @@ impl UpstreamPool {
             };
             rustls::pki_types::ServerName::try_from(host).ok()
         };
-        Ok(UpstreamPool {
+        Ok(Balancer {
             name: u.name.clone(),
             targets: u
                 .targets
@@ -116,7 +116,7 @@ impl UpstreamPool {
     }
 }
 
-impl Drop for UpstreamPool {
+impl Drop for Balancer {
     /// The snapshot that owned this upstream is gone (a reload replaced it and its
     /// last request finished): its idle connections are closed at the next sweep.
     fn drop(&mut self) {
@@ -124,7 +124,7 @@ impl Drop for UpstreamPool {
     }
 }
 
-impl UpstreamPool {
+impl Balancer {
     /// A new connection to target `i`, TCP connect (and TLS handshake) bounded
     /// by `connect_timeout`.
     async fn open(&self, i: usize) -> Result<SendRequest<Body>, SendError> {
@@ -317,11 +317,11 @@ fn tls_client(u: &Upstream) -> Result<Option<tokio_rustls::TlsConnector>, String
 /// Active health checks (`health_check = { path, interval }`): GET the path on
 /// every target each interval; a 2xx/3xx marks it healthy, anything else skips it
 /// for `unhealthy_cooldown`. The task ends when its config snapshot is dropped.
-pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
-    let Some(hc) = pool.health_check.clone() else {
+pub fn spawn_health_checks(balancer: &Arc<Balancer>) {
+    let Some(hc) = balancer.health_check.clone() else {
         return;
     };
-    let weak: Weak<UpstreamPool> = Arc::downgrade(pool);
+    let weak: Weak<Balancer> = Arc::downgrade(balancer);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(hc.interval.max(Duration::from_millis(100)));
         loop {
@@ -363,7 +363,7 @@ pub fn spawn_health_checks(pool: &Arc<UpstreamPool>) {
 mod tests {
     use super::*;
 
-    fn pool(n: usize) -> UpstreamPool {
+    fn pool(n: usize) -> Balancer {
         let u = Upstream {
             name: "u".into(),
             targets: (0..n).map(|i| format!("127.0.0.1:{}", 1000 + i)).collect(),
@@ -374,7 +374,7 @@ mod tests {
             health_check: None,
             tls: None,
         };
-        UpstreamPool::new(&u, None).unwrap()
+        Balancer::new(&u, None).unwrap()
     }
 
     #[tokio::test]

@@ -65,7 +65,7 @@ async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Body>,
             );
             r
         }
-        _ => crate::edge::error::ApiError::NotFound.into_response(),
+        _ => crate::error::ApiError::NotFound.into_response(),
     })
 }
 

@@ -2,17 +2,17 @@
 //! HTTP/1.1 or HTTP/2, serve, drain on SIGTERM.
 //!
 //! HTTP/1.x (cleartext or TLS) is served one request per hyper connection: the
-//! guard reads and checks each head first (SPEC §8: JSON 400/408/431), hyper is
+//! head reader (`head.rs`) reads and checks each head first (SPEC §8: JSON 400/408/431), hyper is
 //! given exactly that request's bytes (head and Content-Length body; the next
 //! head stays with us), and after a response that leaves the connection reusable
-//! hyper is told to stop and the next head goes to the guard again. What the
+//! hyper is told to stop and the next head goes to the head reader again. What the
 //! client sees is one ordinary keep-alive connection: hyper has already written
 //! the response head without `Connection: close` when it is told to stop, and
 //! stopping an idle connection writes nothing. A request whose body was not read
 //! to its end, a chunked one, an upgrade or `Connection: close` hands the rest of
 //! the connection to hyper as before.
 //!
-//! Issue 10, idle memory: nothing of hyper's exists before a connection's first
+//! Idle memory: nothing of hyper's exists before a connection's first
 //! bytes (the task holds only the socket until it is readable) nor between
 //! keep-alive requests on cleartext, where the connection goes back to that same
 //! small wait (its 8 KiB read and write buffers, the service and the boxed
@@ -42,10 +42,10 @@ use tokio::sync::watch;
 
 use crate::body::Body;
 use crate::config::Config;
-use crate::edge::ConnInfo;
+use crate::request::ConnInfo;
 use crate::state::App;
 
-use super::guard;
+use super::head;
 
 /// The hyper builders of one config snapshot, rebuilt per worker when a reload
 /// swaps the snapshot (they carry its limits and timeouts).
@@ -96,8 +96,8 @@ fn build(c: Arc<Config>) -> Protocols {
     Protocols { config: c, h1, h2 }
 }
 
-fn head_limits(c: &Config) -> guard::HeadLimits {
-    guard::HeadLimits {
+fn head_limits(c: &Config) -> head::HeadLimits {
+    head::HeadLimits {
         idle: idle_wait(c),
         timeout: c.server.header_read_timeout,
         max_bytes: c.server.max_header_bytes,
@@ -127,7 +127,7 @@ pub async fn serve(
         let first = match info {
             // Unknown yet whether TLS or HTTP/2 follows: the bytes stay in the socket.
             None => readable(&stream, wait, &mut stop).await.then(BytesMut::new),
-            // Known cleartext HTTP/1.1: the bytes are read at once, for the guard.
+            // Known cleartext HTTP/1.1: the bytes are read at once, for the head reader.
             Some(_) => first_bytes(&stream, wait, &stop, &mut idle).await,
         };
         let Some(first) = first else {
@@ -137,7 +137,7 @@ pub async fn serve(
             return;
         };
         // Everything bigger lives in this box, made only now that bytes arrived
-        // and freed when a cleartext HTTP/1.1 connection goes idle again (issue 10).
+        // and freed when a cleartext HTTP/1.1 connection goes idle again.
         let ready = serve_ready(stream, peer, app.clone(), stop.clone(), info, first);
         match Box::pin(ready).await {
             Some((s, i)) => (stream, info) = (s, Some(i)),
@@ -166,7 +166,7 @@ async fn readable(stream: &TcpStream, wait: Duration, stop: &mut watch::Receiver
 /// keep-alive wait and kept (~0.3 KiB): moving a registered timer to a later
 /// deadline is an atomic store, where a new timer per request was a timer-wheel
 /// insert and removal, and the drain signal stays registered instead of joining
-/// and leaving the watch's waiters each time (issue 10).
+/// and leaving the watch's waiters each time.
 struct IdleWait {
     timer: Pin<Box<tokio::time::Sleep>>,
     drain: Pin<Box<dyn Future<Output = ()> + Send>>,
@@ -180,8 +180,8 @@ fn drain_signal(stop: &watch::Receiver<bool>) -> Pin<Box<dyn Future<Output = ()>
 }
 
 /// Between keep-alive requests: waits for the next bytes and reads them into the
-/// buffer the guard goes on with (None on EOF, error, timeout or drain). A peek
-/// first would cost one more syscall per request (issue 10). The buffer is made
+/// buffer the head reader goes on with (None on EOF, error, timeout or drain). A peek
+/// first would cost one more syscall per request. The buffer is made
 /// only once readiness is reported, and dropped at once if no byte came with it.
 async fn first_bytes(
     stream: &TcpStream,
@@ -206,11 +206,11 @@ async fn first_bytes(
     let read = async {
         loop {
             stream.readable().await.ok()?;
-            let mut buf = BytesMut::with_capacity(guard::READ_SIZE);
+            let mut buf = BytesMut::with_capacity(head::READ_SIZE);
             match stream.try_read_buf(&mut buf) {
                 Ok(0) => return None,
                 Ok(n) => {
-                    if n < guard::READ_SIZE {
+                    if n < head::READ_SIZE {
                         drained(stream);
                     }
                     return Some(buf);
@@ -232,7 +232,7 @@ async fn first_bytes(
 /// After a read that did not fill its buffer, the socket had no more bytes: tokio
 /// is told so, and the next read waits for epoll instead of asking the kernel.
 /// Without it, hyper's read past the request's end (to see a client close) made
-/// one recvfrom per request that always came back EAGAIN (issue 10). Sound with
+/// one recvfrom per request that always came back EAGAIN. Sound with
 /// edge-triggered epoll: bytes that arrive after the read are a new event.
 fn drained(stream: &TcpStream) {
     let _ = stream.try_io(Interest::READABLE, || {
@@ -294,7 +294,7 @@ async fn serve_tls(
         drive(protos.h2.serve_connection(io, svc), &mut stop, None).await;
     } else {
         drop(protos);
-        // Never handed back: without a peek, a TLS connection waits in the guard.
+        // Never handed back: without a peek, a TLS connection waits in the head reader.
         let info = Arc::new(ConnInfo::new(peer, true));
         let _ = serve_h1(tls, info, app, stop, BytesMut::new()).await;
     }
@@ -346,7 +346,7 @@ impl Socket for tokio_rustls::server::TlsStream<TcpStream> {
     }
 }
 
-/// HTTP/1.x, each head checked by the guard, hyper's buffers given back between
+/// HTTP/1.x, each head checked by the head reader, hyper's buffers given back between
 /// requests. Some: a cleartext connection gone idle, handed back so that its wait
 /// holds none of this state.
 async fn serve_h1<S: Socket>(
@@ -357,37 +357,37 @@ async fn serve_h1<S: Socket>(
     mut prefix: BytesMut,
 ) -> Option<(S, Arc<ConnInfo>)> {
     let peer = info.peer;
-    let turn = Arc::new(Turn::default());
+    let turn = Arc::new(HandOff::default());
     let mut svc = service(app.clone(), info.clone(), Some(turn.clone()));
     loop {
         let protos = protocols(&app);
-        // SPEC §8: each head is read and checked by the guard first, so what hyper
+        // SPEC §8: each head is read and checked by the head reader first, so what hyper
         // would refuse bare (or a stalled head it would close silently) gets the
         // JSON 400/408/431.
         let limits = head_limits(&protos.config);
         drop(protos);
         let head = if prefix.is_empty() && stream.tcp().is_none() {
-            // TLS cannot peek: the guard's read is the idle wait (`limits.idle`),
+            // TLS cannot peek: the head reader's read is the idle wait (`limits.idle`),
             // and a drain ends it.
             if *stop.borrow() {
                 None
             } else {
                 tokio::select! {
-                    h = guard::next_head(&mut stream, prefix, limits, peer.ip()) => h,
+                    h = head::next_head(&mut stream, prefix, limits, peer.ip()) => h,
                     _ = stop.changed() => None,
                 }
             }
         } else {
-            guard::next_head(&mut stream, prefix, limits, peer.ip()).await
+            head::next_head(&mut stream, prefix, limits, peer.ip()).await
         };
         let Some(head) = head else {
             let _ = stream.shutdown().await;
             return None;
         };
         let left = match head.framing {
-            guard::Framing::Length(n) => Some(head.len as u64 + n),
+            head::Framing::Length(n) => Some(head.len as u64 + n),
             // Where a chunked body ends is hyper's to find: it keeps the connection.
-            guard::Framing::Chunked => None,
+            head::Framing::Chunked => None,
         };
         turn.start(left.is_some());
         let io = TokioIo::new(OneRequest {
@@ -408,8 +408,8 @@ async fn serve_h1<S: Socket>(
             return None; // upgraded (WebSocket): the tunnel task owns the socket now
         };
         // In a block: what is left of `parts` (hyper's 8 KiB read buffer) and of
-        // the IO (the guard's 4 KiB buffer) must not live on past this request
-        // (issue 10: they were 12 of the 14.3 KiB per idle connection, heaptrack).
+        // the IO (the head reader's 4 KiB buffer) must not live on past this
+        // request: an idle connection keeps only the small keep-alive wait.
         let whole = {
             let parts = parts;
             let io = parts.io.into_inner();
@@ -425,7 +425,7 @@ async fn serve_h1<S: Socket>(
             };
             whole
         };
-        if !released || !whole || !turn.reused() || *stop.borrow() {
+        if !released || !whole || !turn.gateway_reads() || *stop.borrow() {
             let _ = stream.shutdown().await;
             return None;
         }
@@ -441,47 +441,52 @@ fn unbox<T>(b: Box<T>) -> T {
     *b
 }
 
-/// What the service decided about the connection after the current request,
-/// shared with the IO that hyper reads.
+/// Who reads the connection's next request once the current one is answered: the
+/// gateway's keep-alive wait (which guards every head) or hyper itself (chunked
+/// bodies, HTTP/1.0, upgrades). Decided by the service, read by the IO hyper polls.
 #[derive(Default)]
-struct Turn {
+struct HandOff {
     state: AtomicU8,
     /// hyper's read waiting at the request's end with nothing to wake it but a
-    /// PASS decision.
+    /// HYPER_READS decision.
     waiting: Mutex<Option<Waker>>,
 }
 
 const UNDECIDED: u8 = 0;
-const REUSE: u8 = 1;
+/// The keep-alive wait takes the connection back and reads the next head itself.
+const GATEWAY_READS: u8 = 1;
 /// Hyper keeps the connection: it reads past the request and serves what follows.
-const PASS: u8 = 2;
+const HYPER_READS: u8 = 2;
 
-impl Turn {
+impl HandOff {
     fn start(&self, bounded: bool) {
-        let s = if bounded { UNDECIDED } else { PASS };
+        let s = if bounded { UNDECIDED } else { HYPER_READS };
         self.state.store(s, Ordering::Release);
     }
 
     fn decide(&self, reuse: bool) {
         if !reuse {
-            self.state.store(PASS, Ordering::Release);
+            self.state.store(HYPER_READS, Ordering::Release);
             if let Some(w) = self.waiting.lock().ok().and_then(|mut w| w.take()) {
                 w.wake();
             }
         } else {
             // `drive` sees it after the poll in which the service decided.
-            let _ =
-                self.state
-                    .compare_exchange(UNDECIDED, REUSE, Ordering::AcqRel, Ordering::Acquire);
+            let _ = self.state.compare_exchange(
+                UNDECIDED,
+                GATEWAY_READS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
         }
     }
 
-    fn passed(&self) -> bool {
-        self.state.load(Ordering::Acquire) == PASS
+    fn hyper_reads(&self) -> bool {
+        self.state.load(Ordering::Acquire) == HYPER_READS
     }
 
-    fn reused(&self) -> bool {
-        self.state.load(Ordering::Acquire) == REUSE
+    fn gateway_reads(&self) -> bool {
+        self.state.load(Ordering::Acquire) == GATEWAY_READS
     }
 }
 
@@ -523,15 +528,15 @@ impl<G: Graceful + Unpin + ?Sized> Graceful for &mut G {
 ///
 /// The service decides inside `conn`'s poll, so the decision is read right after
 /// it, without a wake-up (a `Notify` woke the task once more per request). While
-/// hyper serves only the current request (a turn that has not passed), a drain
+/// hyper serves only the current request (hyper does not read the next one), a drain
 /// needs no wake-up either: `graceful` would let that request finish all the
 /// same, and `serve_h1` checks for the drain after it. Only a connection hyper
-/// keeps (HTTP/2, a passed turn) waits on `stop` (issue 10: that registration
-/// cost ~1k instructions per request).
+/// keeps (HTTP/2, or hyper reading the next request) waits on `stop`, so the
+/// drain signal is not registered per request.
 async fn drive<C: Graceful>(
     conn: C,
     stop: &mut watch::Receiver<bool>,
-    turn: Option<&Turn>,
+    turn: Option<&HandOff>,
 ) -> bool {
     let mut conn = std::pin::pin!(conn);
     let (mut released, mut draining) = (false, *stop.borrow());
@@ -551,12 +556,12 @@ async fn drive<C: Graceful>(
             return Poll::Pending;
         }
         match turn {
-            Some(t) if !released && t.reused() => {
+            Some(t) if !released && t.gateway_reads() => {
                 released = true;
                 conn.as_mut().graceful();
                 continue;
             }
-            Some(t) if !t.passed() => return Poll::Pending,
+            Some(t) if !t.hyper_reads() => return Poll::Pending,
             _ => {}
         }
         let wait = on_stop.get_or_insert_with(|| drain_signal(stop));
@@ -593,7 +598,7 @@ type ServiceFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallib
 fn service(
     app: Arc<App>,
     info: Arc<ConnInfo>,
-    turn: Option<Arc<Turn>>,
+    turn: Option<Arc<HandOff>>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Body>,
@@ -624,7 +629,7 @@ fn service(
 /// wait (they only look for the client closing meanwhile).
 const NEXT_MAX: usize = 16 * 1024;
 
-/// The socket as hyper sees it for one request: the bytes the guard read in
+/// The socket as hyper sees it for one request: the bytes the head reader read in
 /// front, and reads stopped at the end of the request (`left`) until the service
 /// has decided, so that hyper never parses the next head itself. Past the end, a
 /// read still looks at the socket so that a client closing mid-request is seen
@@ -638,7 +643,7 @@ struct OneRequest<S> {
     next: BytesMut,
     /// Bytes of the request hyper has not had yet; None: no bound (chunked).
     left: Option<u64>,
-    turn: Arc<Turn>,
+    turn: Arc<HandOff>,
 }
 
 impl<S: AsyncRead + Unpin> OneRequest<S> {
@@ -674,7 +679,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for OneRequest<S> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let cap = match this.left {
-            Some(n) if !this.turn.passed() => usize::try_from(n).unwrap_or(usize::MAX),
+            Some(n) if !this.turn.hyper_reads() => usize::try_from(n).unwrap_or(usize::MAX),
             _ => usize::MAX,
         };
         if cap == 0 {
@@ -729,7 +734,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for OneRequest<S> {
     /// ends is decided in `serve_h1`, unless hyper (or an upgrade's tunnel) has
     /// the connection.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.turn.passed() {
+        if self.turn.hyper_reads() {
             return Pin::new(&mut self.io).poll_shutdown(cx);
         }
         Poll::Ready(Ok(()))

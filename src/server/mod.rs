@@ -2,7 +2,7 @@
 
 mod admin;
 mod conn;
-pub mod guard;
+pub mod head;
 pub mod tls;
 pub mod workers;
 
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
-use crate::state::{App, Runtime};
+use crate::state::{App, Snapshot};
 use crate::store::StoreOptions;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +38,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     let rt = tokio::task::spawn_blocking(move || {
         let store = crate::store::open_for(&config.identity)
             .map_err(|e| ServeError(format!("identity.store: {e}")))?;
-        let rt = Runtime::build(config, store, None).map_err(|e| ServeError(e.to_string()))?;
+        let rt = Snapshot::build(config, store, None).map_err(|e| ServeError(e.to_string()))?;
         // SPEC §9: revocations survive restarts: all of them are in force before
         // the first request.
         rt.revocations
@@ -49,7 +49,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     .await
     .map_err(|e| ServeError(e.to_string()))??;
     let config = rt.config.clone();
-    crate::auth::revocation::spawn_poller(rt.store.clone(), Arc::downgrade(&rt.revocations));
+    crate::verify::revocation::spawn_poller(rt.store.clone(), Arc::downgrade(&rt.revocations));
     rt.start_background();
     let app = Arc::new(App {
         current: ArcSwap::from_pointee(rt),
@@ -173,7 +173,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
         } else {
             crate::store::open_for(&cfg.identity).map_err(|e| format!("identity.store: {e}"))?
         };
-        let mut rt = Runtime::build(cfg, store, Some(&prev)).map_err(|e| e.to_string())?;
+        let mut rt = Snapshot::build(cfg, store, Some(&prev)).map_err(|e| e.to_string())?;
         if same {
             // The same store: the same revocations and poller.
             let c = &rt.config;
@@ -195,7 +195,7 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     match built {
         Ok((mut rt, tls, same_store)) => {
             if !same_store {
-                crate::auth::revocation::spawn_poller(
+                crate::verify::revocation::spawn_poller(
                     rt.store.clone(),
                     Arc::downgrade(&rt.revocations),
                 );

@@ -12,7 +12,7 @@ pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::config::StoreUrl;
 
@@ -155,14 +155,6 @@ pub fn roles_from_text(s: &str) -> Vec<String> {
         .filter(|r| !r.is_empty())
         .map(String::from)
         .collect()
-}
-
-/// Milliseconds since the epoch by this machine's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// The store a config asks for: none at all when the built-in identity is off

@@ -262,7 +262,7 @@ impl UserStore for PostgresStore {
         roles: &[String],
     ) -> Result<(), StoreError> {
         let roles = roles_to_text(roles);
-        let now = crate::auth::jwt::now_secs() as i64;
+        let now = crate::clock::now_secs() as i64;
         self.run(async |c| {
             // The primary key decides: of N concurrent registrations one inserts.
             let st = c
@@ -315,7 +315,7 @@ impl UserStore for PostgresStore {
     }
 
     fn remove_user(&self, username: &str) -> Result<bool, StoreError> {
-        let now_ms = super::now_ms();
+        let now_ms = crate::clock::now_ms();
         self.run(async |c| {
             let tx = c.transaction().await.map_err(pg_err)?;
             let n = tx
@@ -377,7 +377,7 @@ impl UserStore for PostgresStore {
         expires_at: u64,
     ) -> Result<Rotation, StoreError> {
         let (now, exp) = (now as i64, expires_at as i64);
-        let now_ms = super::now_ms();
+        let now_ms = crate::clock::now_ms();
         self.run(async |c| {
             // SPEC §9: one atomic statement. The UPDATE takes the row lock; a
             // concurrent rotation of the same token waits, re-checks `NOT spent`
@@ -433,7 +433,7 @@ impl UserStore for PostgresStore {
 
     fn revoke_family(&self, token_hash: &str, now: u64) -> Result<Rotation, StoreError> {
         let now = now as i64;
-        let now_ms = super::now_ms();
+        let now_ms = crate::clock::now_ms();
         self.run(async |c| {
             let tx = c.transaction().await.map_err(pg_err)?;
             let row = tx

@@ -59,7 +59,7 @@ fn revoke_in(tx: &rusqlite::Transaction, username: &str, now_ms: u64) -> Result<
         "INSERT INTO revocations (username, not_before_ms, updated_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (username) DO UPDATE
          SET not_before_ms = MAX(not_before_ms, excluded.not_before_ms), updated_ms = excluded.updated_ms",
-        params![username, now_ms as i64, super::now_ms() as i64],
+        params![username, now_ms as i64, crate::clock::now_ms() as i64],
     )
     .map_err(be)?;
     Ok(())
@@ -125,7 +125,7 @@ impl SqliteStore {
 }
 
 fn now_secs() -> u64 {
-    crate::auth::jwt::now_secs()
+    crate::clock::now_secs()
 }
 
 fn row_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
@@ -200,7 +200,7 @@ impl UserStore for SqliteStore {
                 .execute("DELETE FROM users WHERE username = ?1", [username])
                 .map_err(be)?;
             if n > 0 {
-                revoke_in(&tx, username, super::now_ms())?;
+                revoke_in(&tx, username, crate::clock::now_ms())?;
             }
             tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
                 .map_err(be)?;
@@ -257,7 +257,7 @@ impl UserStore for SqliteStore {
                 }
                 Found::Spent { family, username } => {
                     tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [family]).map_err(be)?;
-                    revoke_in(&tx, &username, super::now_ms())?;
+                    revoke_in(&tx, &username, crate::clock::now_ms())?;
                     Rotation::Reused
                 }
                 Found::Dead => Rotation::Invalid,
@@ -287,7 +287,7 @@ impl UserStore for SqliteStore {
                         [family],
                     )
                     .map_err(be)?;
-                    revoke_in(&tx, &username, super::now_ms())?;
+                    revoke_in(&tx, &username, crate::clock::now_ms())?;
                     Rotation::Reused
                 }
                 Found::Dead => Rotation::Invalid,
@@ -378,7 +378,11 @@ impl UserStore for SqliteStore {
                  ON CONFLICT (username) DO UPDATE
                  SET not_before_ms = excluded.not_before_ms, updated_ms = excluded.updated_ms
                  WHERE not_before_ms < excluded.not_before_ms",
-                params![r.username, r.not_before_ms as i64, super::now_ms() as i64],
+                params![
+                    r.username,
+                    r.not_before_ms as i64,
+                    crate::clock::now_ms() as i64
+                ],
             )
             .map(|n| n > 0)
             .map_err(be)

@@ -9,7 +9,7 @@ pub(super) fn header_name(
     path: &str,
 ) -> Option<HeaderName> {
     match HeaderName::from_bytes(s.as_bytes()) {
-        Ok(h) if !crate::proxy::headers::is_reserved(&h) => Some(h),
+        Ok(h) if !crate::header_names::is_reserved(&h) => Some(h),
         Ok(_) => {
             r.error(
                 span,

@@ -13,7 +13,7 @@ use http::HeaderMap;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
-use crate::auth::vkey::VerifyKey;
+use crate::verify::jwk::VerifyKey;
 
 /// SPEC §10 limits.
 pub const MAX_JWKS_BYTES: usize = 1024 * 1024;

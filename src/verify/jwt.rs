@@ -5,32 +5,29 @@
 //! SPEC §10: the token's `iss` chooses between authgate's own keys and an external
 //! issuer's; `kid` then chooses among that issuer's keys only.
 //!
-//! Issue 10: the uncached path parses the header once, reads the payload into typed
+//! The uncached path parses the header once, reads the payload into typed
 //! slots (no `serde_json::Map`), checks the signature with keys parsed at load time,
 //! and builds the identity header values once; they stay with the cached entry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::{HeaderName, HeaderValue};
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::Value;
 
 use super::cache::TokenCache;
 use super::issuers::{IssuerSet, IssuerState, LookupError};
-use super::keys::{jwt_alg, KeySet};
+use super::jwk::{Check, VerifyKey};
+use super::token::TokenError;
 use super::token::{self, audience_matches, time, Alg, ClaimPlan, Claims, Slot};
-use super::vkey::{Check, VerifyKey};
+use super::verified::Verified;
 use crate::config::{Config, IssuerRef, Tokens};
+use crate::error::ApiError;
+use crate::identity::signing_keys::{jwt_alg, KeySet};
 
 /// Tokens longer than this are refused before any parsing (the header cap is 64 KiB).
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct TokenError(pub String);
 
 fn bad(s: impl Into<String>) -> TokenError {
     TokenError(s.into())
@@ -45,31 +42,6 @@ pub enum VerifyError {
     /// SPEC §10: the token's issuer has no keys yet: 503 issuer_unavailable.
     #[error("issuer {issuer} has no keys yet")]
     Unavailable { issuer: String, retry_after: u64 },
-}
-
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// A verified caller, ready to be injected: computed once per distinct token.
-#[derive(Debug)]
-pub struct Verified {
-    /// Who issued it: a route's `issuers` list is checked against this.
-    pub source: IssuerRef,
-    /// The identity: `sub` for authgate's tokens, the issuer's `identity_claim` else.
-    pub sub: String,
-    pub iat: Option<u64>,
-    /// When it was issued, in ms (`iat_ms`, else `iat`): for the revocation check (SPEC §9).
-    pub issued_ms: Option<u64>,
-    pub exp: u64,
-    pub nbf: Option<u64>,
-    /// Identity and claim headers to set upstream (already checked as header values).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Only the claims some route's `require` names, for the policy check.
-    pub claims: Vec<(String, Value)>,
 }
 
 /// A claim value as a header value: strings as is, numbers and booleans printed,
@@ -214,7 +186,7 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(bad("token too large").into());
         }
-        let now = now_secs();
+        let now = crate::clock::now_secs();
         if let Some(v) = self.cache.get(token) {
             // Time claims are re-checked on every hit; entries never outlive exp.
             if now <= v.exp + self.leeway && v.nbf.is_none_or(|n| n <= now + self.leeway) {
@@ -259,7 +231,7 @@ impl Verifier {
             (other, Chosen::Own(own)) => {
                 return Err(bad(format!(
                     "algorithm {other} is not the configured one ({})",
-                    super::vkey::alg_name(own.alg)
+                    super::jwk::alg_name(own.alg)
                 ))
                 .into())
             }
@@ -296,7 +268,7 @@ impl Verifier {
             Check::AlgorithmDoesNotFit => {
                 return Err(bad(format!(
                     "algorithm {} does not fit the key {kid:?}",
-                    super::vkey::alg_name(alg)
+                    super::jwk::alg_name(alg)
                 ))
                 .into())
             }
@@ -408,82 +380,14 @@ pub fn describe(kind: &ErrorKind) -> String {
     }
 }
 
-/// Does the token carry what the route requires? Arrays match if they contain any
-/// listed value; `scope`/`scp` strings split on spaces.
-pub fn satisfies(claims: &[(String, Value)], require: &[(String, Vec<String>)]) -> bool {
-    require.iter().all(|(claim, wanted)| {
-        let has = |s: &str| wanted.iter().any(|w| w == s);
-        let value = claims.iter().find(|(n, _)| n == claim).map(|(_, v)| v);
-        match value {
-            Some(Value::String(s)) if claim == "scope" || claim == "scp" => s.split(' ').any(has),
-            Some(Value::String(s)) => has(s),
-            Some(Value::Array(a)) => a.iter().any(|v| match v {
-                Value::String(s) => has(s),
-                other => has(&other.to_string()),
-            }),
-            Some(Value::Number(n)) => has(&n.to_string()),
-            Some(Value::Bool(b)) => has(&b.to_string()),
-            _ => false,
+impl From<VerifyError> for ApiError {
+    fn from(e: VerifyError) -> ApiError {
+        match e {
+            VerifyError::Invalid(why) => ApiError::InvalidToken(why.0),
+            VerifyError::Unavailable { retry_after, .. } => {
+                ApiError::IssuerUnavailable { retry_after }
+            }
         }
-    })
-}
-
-#[derive(serde::Serialize)]
-struct AccessClaims<'a> {
-    sub: &'a str,
-    iss: &'a str,
-    aud: &'a str,
-    iat: u64,
-    /// SPEC §9: the issuing instant in ms, so a revocation and a login within
-    /// one second are told apart (see auth::revocation).
-    iat_ms: u64,
-    nbf: u64,
-    exp: u64,
-    jti: String,
-    roles: &'a [String],
-}
-
-pub struct Issuer {
-    header: Header,
-    key: EncodingKey,
-    issuer: String,
-    audience: String,
-    ttl: u64,
-}
-
-impl Issuer {
-    pub fn new(t: &Tokens, keys: &KeySet) -> Issuer {
-        let mut header = Header::new(jwt_alg(t.algorithm));
-        header.kid = Some(keys.signing_kid.clone());
-        Issuer {
-            header,
-            key: keys.signing.clone(),
-            issuer: t.issuer.clone(),
-            audience: t.audience.clone(),
-            ttl: t.access_ttl.as_secs(),
-        }
-    }
-
-    pub fn ttl(&self) -> u64 {
-        self.ttl
-    }
-
-    pub fn issue(&self, sub: &str, roles: &[String]) -> Result<String, TokenError> {
-        let now_ms = crate::store::now_ms();
-        let now = now_ms / 1000;
-        let claims = AccessClaims {
-            sub,
-            iss: &self.issuer,
-            aud: &self.audience,
-            iat: now,
-            iat_ms: now_ms,
-            nbf: now,
-            exp: now + self.ttl,
-            jti: crate::ids::uuid_v4(),
-            roles,
-        };
-        jsonwebtoken::encode(&self.header, &claims, &self.key)
-            .map_err(|e| bad(format!("signing failed: {e}")))
     }
 }
 
@@ -505,22 +409,6 @@ mod tests {
         assert!(claim_header_value("x", &json!("a\u{0}")).is_err());
         assert!(claim_header_value("x", &json!({"a": 1})).is_err());
         assert_eq!(claim_header_value("n", &json!(5)).unwrap().unwrap(), "5");
-    }
-
-    #[test]
-    fn requirements_match_any_listed_value() {
-        let c = vec![
-            ("roles".to_string(), json!(["user", "admin"])),
-            ("scope".to_string(), json!("read write")),
-            ("tier".to_string(), json!("gold")),
-        ];
-        let req =
-            |k: &str, v: &[&str]| vec![(k.to_string(), v.iter().map(|s| s.to_string()).collect())];
-        assert!(satisfies(&c, &req("roles", &["admin"])));
-        assert!(!satisfies(&c, &req("roles", &["root"])));
-        assert!(satisfies(&c, &req("scope", &["write"])));
-        assert!(!satisfies(&c, &req("tier", &["silver"])));
-        assert!(!satisfies(&c, &req("missing", &["x"])));
     }
 }
 

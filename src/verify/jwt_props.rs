@@ -10,11 +10,12 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 use super::*;
-use crate::auth::keys::KeySet;
+use crate::identity::signer::TokenSigner;
+use crate::identity::signing_keys::KeySet;
 
 struct Fixture {
     verifier: Verifier,
-    issuer: Issuer,
+    signer: TokenSigner,
     kid: String,
     _dir: std::path::PathBuf,
 }
@@ -32,7 +33,7 @@ fn fixture() -> &'static Fixture {
         let keys = KeySet::load(&config.tokens, true).expect("keys");
         Fixture {
             verifier: Verifier::new(&config, Some(&keys), Default::default()).expect("verifier"),
-            issuer: Issuer::new(&config.tokens, &keys),
+            signer: TokenSigner::new(&config.tokens, &keys),
             kid: keys.signing_kid.clone(),
             _dir: dir,
         }
@@ -95,7 +96,7 @@ proptest! {
     #[test]
     fn a_good_token_changed_in_one_place_is_refused(at in any::<prop::sample::Index>(), c in "[A-Za-z0-9_.=-]") {
         let f = fixture();
-        let good = f.issuer.issue("alice", &["user".to_string()]).expect("sign");
+        let good = f.signer.issue("alice", &["user".to_string()]).expect("sign");
         prop_assert!(verify(&good).is_ok());
         let i = at.index(good.len());
         let mut bad = good.clone();

@@ -11,8 +11,8 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::body::{empty, Body};
 use crate::config::{parse_origin, Session};
-use crate::edge::error::ApiError;
-use crate::proxy::headers::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
+use crate::error::ApiError;
+use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 
 /// The access token (SameSite=Lax: sent on top-level navigations from other sites,
 /// so a link into the app works; never on their sub-requests or form posts).

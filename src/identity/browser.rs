@@ -1,26 +1,24 @@
 //! The browser side of the identity endpoints (SPEC §12): the sign-in page, the
 //! form login, and refresh and logout by cookie. The rules themselves (cookies,
-//! CSRF, `return_to`) are in `auth::session`.
+//! CSRF, `return_to`) are in `session.rs`; the cookies of a token pair and the CSRF check of a
+//! request in `cookies.rs`, which the JSON login shares.
 
 use std::borrow::Cow;
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
-use serde_json::json;
 
-use super::endpoints::{
-    authenticate, check_login_ip, count_login, has_media_type, issue_pair, read_body, revoke,
-    rotate, TokenPair,
+use super::cookies::{clear_session_cookies, csrf, session_response, set_session_cookies};
+use super::core::{
+    authenticate, check_login_ip, count_login, issue_pair, revoke, rotate, TokenPair,
 };
-use super::session::{
-    check_csrf, clear_cookie, cookie, own_origin, safe_return_to, set_cookie, SessionError,
-    ACCESS_COOKIE, REFRESH_COOKIE,
-};
-use crate::body::{empty, full, json, Body};
-use crate::edge::error::ApiError;
-use crate::edge::{request_host, ConnInfo};
-use crate::state::Runtime;
+use super::input::{has_media_type, read_body};
+use super::session::{cookie, safe_return_to, REFRESH_COOKIE};
+use crate::body::{empty, full, Body};
+use crate::error::ApiError;
+use crate::request::ConnInfo;
+use crate::state::Snapshot;
 use crate::store::User;
 
 const PAGE: &str = include_str!("page.html");
@@ -29,18 +27,6 @@ const PAGE: &str = include_str!("page.html");
 /// form may post only to us, and no one may frame the page (clickjacking).
 pub const PAGE_CSP: &str =
     "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'";
-
-/// The CSRF rule for this request, with the gateway's own origin worked out
-/// from the listener and `Host` (see `session::own_origin`).
-pub fn csrf<B>(rt: &Runtime, req: &Request<B>, conn: &ConnInfo) -> Result<(), SessionError> {
-    let trusted = rt.rules.is_trusted(conn.peer.ip());
-    let own = own_origin(req.headers(), request_host(req), conn.tls, trusted);
-    check_csrf(
-        req.headers(),
-        own.as_deref(),
-        &rt.config.session.allowed_origins,
-    )
-}
 
 /// A request without a body: refresh and logout then use the cookies.
 pub fn bodiless(req: &Request<Incoming>) -> bool {
@@ -93,7 +79,7 @@ fn render(slots: &[(&str, &str)]) -> String {
 }
 
 /// The sign-in page, every value escaped; `error` is shown above the form.
-pub fn page_html(rt: &Runtime, return_to: &str, username: &str, error: Option<&str>) -> String {
+pub fn page_html(rt: &Snapshot, return_to: &str, username: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(e)))
         .unwrap_or_default();
@@ -145,7 +131,7 @@ fn query_return_to(query: Option<&str>) -> String {
 }
 
 /// `GET /login`: the form, carrying `return_to` from the query (SPEC §12).
-pub fn page<B>(rt: &Runtime, req: &Request<B>) -> Response<Body> {
+pub fn page<B>(rt: &Snapshot, req: &Request<B>) -> Response<Body> {
     let return_to = query_return_to(req.uri().query());
     let mut r = Response::new(full(page_html(rt, &return_to, "", None)));
     page_headers(r.headers_mut());
@@ -185,34 +171,6 @@ fn parse_form(body: &[u8]) -> Result<Form, (Form, ApiError)> {
     Ok(f)
 }
 
-/// Both session cookies for a fresh pair.
-fn set_session_cookies(rt: &Runtime, h: &mut HeaderMap, pair: &TokenPair) {
-    let t = &rt.config.tokens;
-    h.append(
-        SET_COOKIE,
-        set_cookie(ACCESS_COOKIE, &pair.access, t.access_ttl.as_secs()),
-    );
-    h.append(
-        SET_COOKIE,
-        set_cookie(REFRESH_COOKIE, &pair.refresh, t.refresh_ttl.as_secs()),
-    );
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-}
-
-fn clear_session_cookies(h: &mut HeaderMap) {
-    h.append(SET_COOKIE, clear_cookie(ACCESS_COOKIE));
-    h.append(SET_COOKIE, clear_cookie(REFRESH_COOKIE));
-}
-
-/// 200 for a JSON login with `"session": true` or a cookie refresh: the tokens
-/// go in the cookies only, never in the body, so page script never sees them.
-pub(crate) fn session_response(rt: &Runtime, pair: &TokenPair, username: &str) -> Response<Body> {
-    let body = json!({ "session": true, "username": username, "expires_in": rt.config.tokens.access_ttl.as_secs() });
-    let mut r = json(StatusCode::OK, &body);
-    set_session_cookies(rt, r.headers_mut(), pair);
-    r
-}
-
 fn see_other(location: &str) -> Response<Body> {
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::SEE_OTHER;
@@ -226,7 +184,7 @@ fn see_other(location: &str) -> Response<Body> {
 /// `/`) with the cookies set; on failure the form again with the error (401,
 /// 429 when throttled — the JSON login's throttles, unchanged).
 pub async fn form_login(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: Request<Incoming>,
     conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
@@ -252,7 +210,7 @@ pub async fn form_login(
 }
 
 async fn form_login_inner(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: Request<Incoming>,
     conn: &ConnInfo,
     echo: &mut Form,
@@ -276,7 +234,7 @@ async fn form_login_inner(
 /// `POST /token/refresh` without a body: the refresh cookie is spent and both
 /// cookies are set anew (SPEC §12).
 pub async fn refresh(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: Request<Incoming>,
     conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
@@ -290,7 +248,7 @@ pub async fn refresh(
 /// both cookies — on failure too, since the browser's session ends either way. A
 /// form post (a "Sign out" button) is sent on to the sign-in page.
 pub async fn logout(
-    rt: &Runtime,
+    rt: &Snapshot,
     req: Request<Incoming>,
     conn: &ConnInfo,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use tokio::sync::{watch, Notify};
 
-use crate::auth::vkey::VerifyKey;
 use crate::config::{Config, IssuerConfig, JwksSource};
+use crate::verify::jwk::VerifyKey;
 use fetch::{FetchError, HttpsClient};
 use jwks::KeyMap;
 
@@ -30,7 +30,7 @@ pub const STALE_LIMIT: Duration = Duration::from_secs(24 * 3600);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// Keys from one successful fetch.
-pub struct Snapshot {
+pub struct KeySnapshot {
     pub keys: KeyMap,
     pub fetched: Instant,
     /// Unix seconds of the fetch, for `token inspect` and logs.
@@ -56,7 +56,7 @@ pub struct BuildError {
 
 pub struct IssuerState {
     pub cfg: IssuerConfig,
-    keys: ArcSwapOption<Snapshot>,
+    keys: ArcSwapOption<KeySnapshot>,
     /// Bumped after every fetch attempt, good or bad: what waiting requests watch.
     attempts: watch::Sender<u64>,
     wake: Arc<Notify>,
@@ -102,7 +102,7 @@ impl IssuerState {
     }
 
     /// The keys, unless none were ever fetched or the last good ones are over 24 h old.
-    pub fn current(&self) -> Option<Arc<Snapshot>> {
+    pub fn current(&self) -> Option<Arc<KeySnapshot>> {
         self.keys
             .load_full()
             .filter(|s| s.fetched.elapsed() <= STALE_LIMIT)
@@ -206,10 +206,10 @@ async fn run(state: Weak<IssuerState>, wake: Arc<Notify>, stop: Arc<Notify>) {
         let next = match s.fetch_once(&mut jwks_uri).await {
             Ok((keys, max_age)) => {
                 tracing::info!(issuer = %name, keys = keys.len(), refresh_in_s = max_age.as_secs(), "issuer keys fetched");
-                s.keys.store(Some(Arc::new(Snapshot {
+                s.keys.store(Some(Arc::new(KeySnapshot {
                     keys,
                     fetched: Instant::now(),
-                    fetched_unix: crate::auth::jwt::now_secs(),
+                    fetched_unix: crate::clock::now_secs(),
                 })));
                 metrics::counter!("authgate_jwks_fetches_total", "issuer" => name, "outcome" => "ok").increment(1);
                 backoff = Duration::from_secs(1);

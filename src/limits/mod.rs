@@ -36,7 +36,7 @@ impl LimitKey for String {
     /// `#` + its SHA-256, so it never lands in Redis in clear and keys stay
     /// short (`#` cannot occur in a username, so the two never collide).
     fn bucket_part(&self) -> String {
-        if crate::auth::endpoints::normalize_username(self).is_ok_and(|u| &u == self) {
+        if crate::identity::username::normalize_username(self).is_ok_and(|u| &u == self) {
             self.clone()
         } else {
             let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.as_bytes());

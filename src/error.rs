@@ -6,7 +6,6 @@ use bytes::Bytes;
 use http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 
-use crate::auth::jwt::VerifyError;
 use crate::body::{full, Body};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,30 +203,6 @@ impl ApiError {
             _ => {}
         }
         resp
-    }
-}
-
-impl From<crate::server::guard::HeadError> for ApiError {
-    fn from(e: crate::server::guard::HeadError) -> ApiError {
-        use crate::server::guard::HeadError;
-        match e {
-            HeadError::Timeout => ApiError::RequestTimeout,
-            HeadError::TooLarge => ApiError::HeadersTooLarge,
-            HeadError::Malformed(why) => {
-                ApiError::InvalidRequest(format!("Malformed request: {why}"))
-            }
-        }
-    }
-}
-
-impl From<VerifyError> for ApiError {
-    fn from(e: VerifyError) -> ApiError {
-        match e {
-            VerifyError::Invalid(why) => ApiError::InvalidToken(why.0),
-            VerifyError::Unavailable { retry_after, .. } => {
-                ApiError::IssuerUnavailable { retry_after }
-            }
-        }
     }
 }
 

@@ -8,9 +8,10 @@ use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Versio
 use tokio::sync::Semaphore;
 
 use crate::config::HashParams;
+use crate::error::ApiError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PoolError {
+pub enum HashError {
     #[error("password hashing queue is full")]
     Full,
     #[error("password hashing failed: {0}")]
@@ -19,7 +20,7 @@ pub enum PoolError {
 
 type Job = Box<dyn FnOnce() + Send>;
 
-pub struct PasswordPool {
+pub struct HashingThreads {
     params: HashParams,
     /// (`hash_concurrency`, `hash_queue`): with `params`, what a reload compares to
     /// keep this pool instead of building a new one.
@@ -34,18 +35,18 @@ pub struct PasswordPool {
     dummy: Arc<OnceLock<String>>,
 }
 
-fn argon(p: HashParams) -> Result<Argon2<'static>, PoolError> {
+fn argon(p: HashParams) -> Result<Argon2<'static>, HashError> {
     let params = Params::new(p.memory_kib, p.iterations, p.parallelism, None)
-        .map_err(|e| PoolError::Failed(e.to_string()))?;
+        .map_err(|e| HashError::Failed(e.to_string()))?;
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
 /// Hashes synchronously (for the ops CLI and the pool's workers).
-pub fn hash_now(p: HashParams, password: &str) -> Result<String, PoolError> {
+pub fn hash_now(p: HashParams, password: &str) -> Result<String, HashError> {
     argon(p)?
         .hash_password(password.as_bytes())
         .map(|h| h.to_string())
-        .map_err(|e| PoolError::Failed(e.to_string()))
+        .map_err(|e| HashError::Failed(e.to_string()))
 }
 
 /// Constant-shape verification: a malformed stored hash is a failed login.
@@ -103,12 +104,12 @@ fn lower_priority() {
     }
 }
 
-impl PasswordPool {
+impl HashingThreads {
     pub fn new(
         params: HashParams,
         concurrency: usize,
         queue: usize,
-    ) -> Result<PasswordPool, PoolError> {
+    ) -> Result<HashingThreads, HashError> {
         argon(params)?; // the parameters are checked now, as the dummy hash did
         let (jobs, rx) = std::sync::mpsc::channel::<Job>();
         let rx = Arc::new(std::sync::Mutex::new(rx));
@@ -129,15 +130,15 @@ impl PasswordPool {
                         }
                     }
                 })
-                .map_err(|e| PoolError::Failed(format!("cannot start a hashing thread: {e}")))?;
+                .map_err(|e| HashError::Failed(format!("cannot start a hashing thread: {e}")))?;
         }
         let dummy = Arc::new(OnceLock::new());
         let d = dummy.clone();
         jobs.send(Box::new(move || {
             dummy_hash(&d, params);
         }))
-        .map_err(|_| PoolError::Failed("the hashing threads are gone".into()))?;
-        Ok(PasswordPool {
+        .map_err(|_| HashError::Failed("the hashing threads are gone".into()))?;
+        Ok(HashingThreads {
             params,
             sizes: (concurrency, queue),
             admit: Arc::new(Semaphore::new(concurrency + queue)),
@@ -161,29 +162,29 @@ impl PasswordPool {
     async fn run<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, PoolError> {
+    ) -> Result<T, HashError> {
         let _admitted = self
             .admit
             .clone()
             .try_acquire_owned()
-            .map_err(|_| PoolError::Full)?;
+            .map_err(|_| HashError::Full)?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Box::new(move || {
                 let _ = tx.send(f());
             }))
-            .map_err(|_| PoolError::Failed("the hashing threads are gone".into()))?;
+            .map_err(|_| HashError::Failed("the hashing threads are gone".into()))?;
         rx.await
-            .map_err(|_| PoolError::Failed("a hashing thread died".into()))
+            .map_err(|_| HashError::Failed("a hashing thread died".into()))
     }
 
-    pub async fn hash(&self, password: String) -> Result<String, PoolError> {
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let p = self.params;
         self.run(move || hash_now(p, &password)).await?
     }
 
     /// `None` verifies against the dummy hash and always fails, at the same cost.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, PoolError> {
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
         let p = self.params;
         let known = phc.is_some();
         let dummy = self.dummy.clone();
@@ -194,6 +195,15 @@ impl PasswordPool {
             })
             .await?;
         Ok(ok && known)
+    }
+}
+
+impl From<HashError> for ApiError {
+    fn from(e: HashError) -> ApiError {
+        match e {
+            HashError::Full => ApiError::Overloaded { retry_after: 1 },
+            HashError::Failed(m) => ApiError::Internal(m),
+        }
     }
 }
 
@@ -226,7 +236,7 @@ mod tests {
 
     #[tokio::test]
     async fn hashing_threads_run_below_normal_priority() {
-        let pool = PasswordPool::new(FAST, 1, 1).unwrap();
+        let pool = HashingThreads::new(FAST, 1, 1).unwrap();
         let stat = pool
             .run(|| std::fs::read_to_string("/proc/thread-self/stat"))
             .await
@@ -244,14 +254,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_is_refused() {
-        let pool = Arc::new(PasswordPool::new(FAST, 1, 0).unwrap());
+        let pool = Arc::new(HashingThreads::new(FAST, 1, 0).unwrap());
         let _hold = pool.admit.clone().try_acquire_owned().unwrap();
-        assert!(matches!(pool.hash("x".into()).await, Err(PoolError::Full)));
+        assert!(matches!(pool.hash("x".into()).await, Err(HashError::Full)));
     }
 
     #[tokio::test]
     async fn unknown_users_never_verify() {
-        let pool = PasswordPool::new(FAST, 1, 4).unwrap();
+        let pool = HashingThreads::new(FAST, 1, 4).unwrap();
         assert!(!pool.verify("anything".into(), None).await.unwrap());
     }
 }

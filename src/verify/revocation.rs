@@ -18,7 +18,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 
-use crate::store::{now_ms, Revocation, StoreError, UserStore};
+use crate::clock::now_ms;
+use crate::store::{Revocation, StoreError, UserStore};
 
 /// Rows are asked for from a little before the newest change seen: a
 /// transaction that read the clock before another but committed after it is

@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
-use super::jwt::Verified;
+use super::verified::Verified;
 
 const SHARDS: usize = 16;
 

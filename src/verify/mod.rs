@@ -1,0 +1,12 @@
+//! Everything that decides whether a presented credential is good: JWT parsing and
+//! checks, verification keys from PEM or JWK, the verified-token cache, external
+//! issuers and their JWKS, and the revocation list. The request path calls into here
+//! once per request; nothing here touches the user store on that path.
+
+pub mod cache;
+pub mod issuers;
+pub mod jwk;
+pub mod jwt;
+pub mod revocation;
+pub mod token;
+pub mod verified;
