@@ -49,7 +49,13 @@ fn man_page() -> anyhow::Result<String> {
     man.render_synopsis_section(&mut out)?;
     man.render_description_section(&mut out)?;
     man.render_options_section(&mut out)?;
-    let mut page = String::from_utf8(out).context("clap_mangen wrote non-UTF-8")?;
+    let rendered = String::from_utf8(out).context("clap_mangen wrote non-UTF-8")?;
+    // Each render_* call repeats roff's two-line apostrophe preamble: keep the first.
+    const PREAMBLE: &str = ".ie \\n(.g .ds Aq \\(aq\n.el .ds Aq '\n";
+    let mut parts = rendered.split(PREAMBLE);
+    let mut page = parts.next().unwrap_or_default().to_string();
+    page.push_str(PREAMBLE);
+    page.extend(parts);
     page.push_str(".SH COMMANDS\n");
     for sub in cmd.get_subcommands() {
         commands_section(&mut page, sub);
@@ -205,5 +211,6 @@ mod tests {
             );
         }
         assert!(!page.contains("authgate\\-users(1)"), "{page}");
+        assert_eq!(page.matches(".ds Aq \\(aq").count(), 1, "{page}");
     }
 }
