@@ -59,12 +59,28 @@ pub enum Command {
     Explain {
         method: String,
         path: String,
+        /// The request's Host (default: none).
         #[arg(long)]
         host: Option<String>,
         /// Extra request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
     },
+    /// Print the shell completion script to stdout (needs no config file).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) to stdout (needs no config file).
+    Man,
+}
+
+/// The shells `authgate completions` writes a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,8 +115,10 @@ pub enum StoreCommand {
 pub enum KeysCommand {
     /// Create a signing key (PKCS#8 PEM, mode 0600).
     Generate {
+        /// EdDSA, ES256 or RS256.
         #[arg(long)]
         alg: String,
+        /// The PEM file to write.
         #[arg(long)]
         out: PathBuf,
         /// Overwrite an existing file.

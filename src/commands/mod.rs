@@ -2,6 +2,7 @@
 //! if any, as one line.
 
 mod check;
+mod docs;
 mod explain;
 mod serve;
 mod store;
@@ -54,6 +55,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             host,
             headers,
         } => explain(&path, &method, &req_path, host, &headers),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 
