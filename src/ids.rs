@@ -47,7 +47,8 @@ thread_local! {
     });
 }
 
-fn next_u64() -> u64 {
+/// The next word of the per-thread PRNG (request ids, trace and span ids).
+pub(crate) fn next_u64() -> u64 {
     ID_STATE.with(|c| {
         let (mut s1, s0) = c.get();
         let result = s0.wrapping_add(s1);

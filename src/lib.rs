@@ -21,6 +21,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod trace;
 pub mod verify;
 
 /// jsonwebtoken and rustls both use aws-lc-rs; install it as the process default

@@ -5,6 +5,7 @@ pub mod issuer;
 pub mod reader;
 pub mod redis_url;
 pub mod store_url;
+pub mod telemetry;
 pub mod values;
 
 #[cfg(test)]
@@ -77,6 +78,9 @@ pub struct Config {
     pub session: Session,
     /// `[[issuer]]`: external identity providers (SPEC §10), in file order.
     pub issuers: Vec<IssuerConfig>,
+    /// `[telemetry]` and `[audit]` (SPEC §18).
+    pub telemetry: telemetry::Telemetry,
+    pub audit: Option<telemetry::AuditTarget>,
 }
 
 /// `[session]` (SPEC §12): browser sessions. Off by default.

@@ -34,6 +34,8 @@ struct Trace {
     /// The verified caller, or the name an identity endpoint acted for.
     caller: Option<Arc<Verified>>,
     user: Option<String>,
+    /// SPEC §18: the request's trace, and whether the client's `traceparent` was valid.
+    tc: (crate::trace::TraceContext, bool),
 }
 
 /// RFC 9112 §3.2: more than one `Host`, or none in an HTTP/1.1 request without an
@@ -165,6 +167,8 @@ async fn serve_request(
     let method = req.method().clone();
     let query = req.uri().query().map(redact_query);
     let mut trace = Trace::default();
+    trace.tc =
+        crate::trace::TraceContext::from_headers(req.headers(), rt.config.telemetry.sample_ratio);
     let mut resp = match dispatch(&rt, &conn, req, &request_id, &mut trace).await {
         Ok(r) => r,
         Err(e) => {
@@ -207,8 +211,17 @@ async fn serve_request(
             latency_micros: elapsed.as_micros() as u64,
             user,
             peer: conn.peer_text.to_str().unwrap_or("-"),
+            trace_id: trace.tc.0.trace_id_str(),
         });
     }
+    crate::trace::otlp::finish(
+        &trace.tc.0,
+        &method,
+        m.label(),
+        trace.path.as_deref(),
+        status,
+        elapsed,
+    );
     Ok(resp)
 }
 
@@ -331,6 +344,7 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
+    trace.tc.0.write(req.headers_mut(), trace.tc.1);
     trace.upstream = Some((route.upstream, None));
     match forward(out, req).await {
         Ok((resp, target)) => {

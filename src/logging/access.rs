@@ -23,6 +23,8 @@ pub struct AccessLine<'a> {
     pub user: &'a str,
     /// The client's IP as text (made once per connection).
     pub peer: &'a str,
+    /// SPEC §18: the W3C trace id, 32 hex digits.
+    pub trace_id: &'a str,
 }
 
 /// Whether access lines are on (`AUTHGATE_LOG` at info for `authgate::access`).
@@ -94,6 +96,7 @@ pub fn write_access(l: &AccessLine<'_>) {
         field("latency_ms", Value::Millis(l.latency_micros));
         field("user", Value::Quoted(l.user));
         field("peer", Value::Plain(l.peer));
+        field("trace_id", Value::Plain(l.trace_id));
         if json {
             buf.push(b'}');
         }
@@ -192,7 +195,7 @@ fn timestamp(buf: &mut Vec<u8>, date: &[u8; 19], micros: u32) {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS` (UTC) of a Unix time (H. Hinnant's days-to-civil).
-fn civil(secs: u64) -> [u8; 19] {
+pub(crate) fn civil(secs: u64) -> [u8; 19] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     let z = days + 719_468;

@@ -49,6 +49,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     .await
     .map_err(|e| ServeError(e.to_string()))??;
     let config = rt.config.clone();
+    crate::trace::otlp::start_from(&config.telemetry);
     crate::verify::revocation::spawn_poller(rt.store.clone(), Arc::downgrade(&rt.revocations));
     rt.start_background();
     let app = Arc::new(App {

@@ -8,6 +8,7 @@ mod rate_limit;
 mod route;
 mod server;
 mod session;
+mod telemetry;
 mod tokens;
 mod upstream;
 
@@ -29,6 +30,7 @@ use rate_limit::*;
 use route::*;
 use server::*;
 use session::*;
+use telemetry::*;
 use tokens::*;
 use upstream::*;
 
@@ -43,6 +45,8 @@ const TOP: &[&str] = &[
     "route",
     "session",
     "issuer",
+    "telemetry",
+    "audit",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -99,6 +103,8 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         }
     }
     let issuers = issuers(&mut r, doc, base);
+    let telemetry = section(&mut r, "telemetry").map(|t| telemetry(&mut r, t));
+    let audit = section(&mut r, "audit").and_then(|t| audit(&mut r, t, base));
     let identity_enabled = identity.as_ref().is_none_or(|i| i.enabled);
     if let (true, Some(t)) = (identity_enabled, &tokens) {
         // SPEC §10: the token's iss chooses, so authgate's own iss must name nothing else.
@@ -174,6 +180,8 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 routes,
                 session: session.unwrap_or_default(),
                 issuers,
+                telemetry: telemetry.unwrap_or_default(),
+                audit,
             })
         }
         _ => Err(ConfigErrors {
