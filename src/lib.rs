@@ -1,5 +1,6 @@
 //! authgate: an authenticating reverse proxy and API gateway.
 
+pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod clock;

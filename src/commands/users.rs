@@ -61,6 +61,11 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
         }
         Ok(())
     };
+    // SPEC §18: each change is appended to the audit log by this process.
+    let audit = |action: &'static str, roles: Option<&[String]>, user: &str| {
+        let ev = crate::audit::Event::UserChange { action, roles };
+        crate::audit::cli_event(config.audit.as_ref(), ev, user);
+    };
     let name = |n: &str| {
         crate::identity::username::normalize_username(n).map_err(|e| anyhow!(e.message()))
     };
@@ -75,6 +80,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
                 crate::store::StoreError::Conflict => anyhow!("user {n:?} already exists"),
                 other => anyhow!(other),
             })?;
+            audit("add", Some(&roles), &n);
             println!("added {n}");
         }
         UsersCommand::Remove { name: n } => {
@@ -82,6 +88,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             if !store.remove_user(&n)? {
                 bail!("no user {n:?}");
             }
+            audit("remove", None, &n);
             println!("removed {n} (and revoked their tokens)");
         }
         UsersCommand::List => {
@@ -105,6 +112,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             store.set_password(&n, &hash)?;
             // SPEC §9: a new password ends every session of the old one.
             store.revoke_user(&n, crate::clock::now_ms())?;
+            audit("set-password", None, &n);
             println!("password set for {n}; their earlier tokens are revoked");
         }
         UsersCommand::Revoke { name: n } => {
@@ -113,6 +121,9 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
                 bail!("no user {n:?}");
             }
             store.revoke_user(&n, crate::clock::now_ms())?;
+            audit("revoke", None, &n);
+            let by_cli = crate::audit::Event::Revoke { by: "cli" };
+            crate::audit::cli_event(config.audit.as_ref(), by_cli, &n);
             println!(
                 "revoked every token issued to {n} until now (every gateway within identity.revocation_poll = {:?})",
                 id.revocation_poll
@@ -124,6 +135,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             if !store.set_roles(&n, &roles)? {
                 bail!("no user {n:?}");
             }
+            audit("set-roles", Some(&roles), &n);
             println!("roles of {n}: {}", roles.join(","));
         }
     }

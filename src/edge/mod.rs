@@ -284,7 +284,9 @@ async fn dispatch(
         // Boxed: the identity endpoints' futures (store calls, hashing) are several
         // KiB, and would otherwise size every proxied request's future, which is
         // copied as it is boxed per request.
-        let (resp, user) = Box::pin(crate::identity::endpoints::handle(rt, ep, req, conn)).await?;
+        let handled = crate::identity::endpoints::handle(rt, ep, req, conn);
+        let (resp, user) =
+            Box::pin(crate::audit::scope(request_id, &conn.peer_text, handled)).await?;
         trace.user = user;
         return Ok(resp);
     }

@@ -51,18 +51,17 @@ pub(crate) fn outcome(kind: &'static str, o: &'static str) {
 
 /// `authgate_logins_total{outcome}` for one login, JSON or form.
 pub(crate) fn count_login<T>(r: &Result<T, ApiError>) {
-    outcome(
-        "authgate_logins_total",
-        match r {
-            Ok(_) => "success",
-            Err(ApiError::InvalidCredentials) => "invalid_credentials",
-            Err(ApiError::RateLimited { .. }) => "rate_limited",
-            Err(ApiError::Internal(_))
-            | Err(ApiError::Overloaded { .. })
-            | Err(ApiError::StoreUnavailable { .. }) => "error",
-            Err(_) => "invalid_request",
-        },
-    );
+    let o = match r {
+        Ok(_) => "success",
+        Err(ApiError::InvalidCredentials) => "invalid_credentials",
+        Err(ApiError::RateLimited { .. }) => "rate_limited",
+        Err(ApiError::Internal(_))
+        | Err(ApiError::Overloaded { .. })
+        | Err(ApiError::StoreUnavailable { .. }) => "error",
+        Err(_) => "invalid_request",
+    };
+    outcome("authgate_logins_total", o);
+    crate::audit::login(o);
 }
 
 /// `login_per_ip`: every attempt counts, failed or not.
@@ -86,6 +85,7 @@ pub(crate) async fn authenticate(
     // A malformed name cannot exist: it still costs a full hash (no user probing).
     let username = normalize_username(raw_user).ok();
     let limit_key = username.clone().unwrap_or_else(|| raw_user.to_lowercase());
+    crate::audit::note_user(username.as_deref());
     // Reserve this attempt's failure before hashing: a peek-then-count would let
     // concurrent guesses all pass before the first failure is counted.
     // SPEC §9: with Redis this reservation (and its refund) is shared by every gateway.
@@ -188,7 +188,8 @@ pub(crate) async fn rotate(rt: &Snapshot, old: &str) -> Result<(String, TokenPai
     let exp = now + rt.config.tokens.refresh_ttl.as_secs();
     let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
         Rotation::Rotated { username } => username,
-        Rotation::Reused => {
+        Rotation::Reused { username } => {
+            crate::audit::refresh_reuse(&username);
             tracing::warn!(
                 "spent refresh token presented again: family and the user's tokens revoked"
             );
@@ -210,8 +211,11 @@ pub(crate) async fn revoke(rt: &Snapshot, token: &str) -> Result<String, ApiErro
     let h = sha256_hex(token);
     let now = crate::clock::now_secs();
     match store(rt, move |s| s.revoke_family(&h, now)).await? {
-        Rotation::Rotated { username } => Ok(username),
-        Rotation::Reused | Rotation::Invalid => Err(ApiError::InvalidGrant),
+        Rotation::Rotated { username } => {
+            crate::audit::emit(crate::audit::Event::Logout, &username);
+            Ok(username)
+        }
+        Rotation::Reused { .. } | Rotation::Invalid => Err(ApiError::InvalidGrant),
     }
 }
 
@@ -226,6 +230,7 @@ pub(crate) async fn revoke_everywhere(rt: &Snapshot, username: &str) -> Result<(
         not_before_ms: at,
         updated_ms: 0,
     }]);
+    crate::audit::emit(crate::audit::Event::Revoke { by: "logout" }, username);
     tracing::info!(user = %username, "logged out everywhere: every token revoked");
     Ok(())
 }

@@ -21,6 +21,9 @@ pub(crate) async fn register(
     ip: IpAddr,
 ) -> Result<(Response<Body>, Option<String>), ApiError> {
     let r = register_inner(rt, req, ip).await;
+    if let Ok((_, Some(u))) = &r {
+        crate::audit::emit(crate::audit::Event::Register, u);
+    }
     outcome(
         "authgate_registrations_total",
         match &r {

@@ -9,6 +9,7 @@
 
 mod access;
 
+pub(crate) use access::civil;
 pub use access::{access_enabled, write_access, AccessLine};
 
 use std::io::{IsTerminal, Write};

@@ -49,6 +49,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     .await
     .map_err(|e| ServeError(e.to_string()))??;
     let config = rt.config.clone();
+    crate::audit::configure(config.audit.as_ref());
     crate::trace::otlp::start_from(&config.telemetry);
     crate::verify::revocation::spawn_poller(rt.store.clone(), Arc::downgrade(&rt.revocations));
     rt.start_background();
@@ -239,10 +240,14 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
             app.current.store(Arc::new(rt));
             app.tls.store(Arc::new(tls));
             metrics::counter!("authgate_config_reloads_total", "outcome" => "success").increment(1);
+            crate::audit::configure(app.current.load().config.audit.as_ref());
+            crate::audit::config_reload(true);
             tracing::info!(config = %app.config_path.display(), "configuration reloaded");
         }
         Err(errors) => {
             metrics::counter!("authgate_config_reloads_total", "outcome" => "failure").increment(1);
+            crate::audit::reopen(old.config.audit.as_ref());
+            crate::audit::config_reload(false);
             for line in errors.lines() {
                 tracing::error!(error = %line, "reload refused; the previous configuration stays in force");
             }

@@ -61,8 +61,8 @@ pub enum Rotation {
     /// Spent the old token; the new one is stored in the same family.
     Rotated { username: String },
     /// The token was already spent: its whole family is now revoked, and so is
-    /// every access token of its user (SPEC §9).
-    Reused,
+    /// every access token of its user (SPEC §9). The user is named for the audit log.
+    Reused { username: String },
     /// Unknown, expired or revoked.
     Invalid,
 }

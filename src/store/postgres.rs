@@ -422,7 +422,7 @@ impl UserStore for PostgresStore {
                     .await
                     .map_err(pg_err)?;
                     revoke_in(&tx, &username, now_ms).await?;
-                    Rotation::Reused
+                    Rotation::Reused { username }
                 }
                 None => Rotation::Invalid,
             };
@@ -460,7 +460,7 @@ impl UserStore for PostgresStore {
                         .map_err(pg_err)?;
                         if spent {
                             revoke_in(&tx, &username, now_ms).await?;
-                            Rotation::Reused
+                            Rotation::Reused { username }
                         } else {
                             Rotation::Rotated { username }
                         }

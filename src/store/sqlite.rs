@@ -258,7 +258,7 @@ impl UserStore for SqliteStore {
                 Found::Spent { family, username } => {
                     tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [family]).map_err(be)?;
                     revoke_in(&tx, &username, crate::clock::now_ms())?;
-                    Rotation::Reused
+                    Rotation::Reused { username }
                 }
                 Found::Dead => Rotation::Invalid,
             };
@@ -288,7 +288,7 @@ impl UserStore for SqliteStore {
                     )
                     .map_err(be)?;
                     revoke_in(&tx, &username, crate::clock::now_ms())?;
-                    Rotation::Reused
+                    Rotation::Reused { username }
                 }
                 Found::Dead => Rotation::Invalid,
             };
@@ -457,7 +457,9 @@ mod tests {
         );
         assert_eq!(
             s.rotate_refresh("t1", "t3", 100, 2_000_000_000).unwrap(),
-            Rotation::Reused
+            Rotation::Reused {
+                username: "bob".into()
+            }
         );
         // The newer sibling died with the family.
         assert_eq!(
