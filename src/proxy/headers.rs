@@ -27,6 +27,8 @@ fn undroppable(name: &str) -> bool {
             | "x-forwarded-host"
             | "forwarded"
             | "x-request-id"
+            // SPEC §18: the gateway's own traceparent always reaches the upstream.
+            | "traceparent"
     )
 }
 
