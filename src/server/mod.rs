@@ -211,6 +211,9 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
             if c.admin.as_ref().map(|a| a.listen) != old.config.admin.as_ref().map(|a| a.listen) {
                 tracing::warn!("admin.listen changed: needs a restart");
             }
+            if c.telemetry.otlp_endpoint != old.config.telemetry.otlp_endpoint {
+                tracing::warn!("telemetry.otlp_endpoint changed: needs a restart");
+            }
             if c.identity.store != old.config.identity.store {
                 tracing::info!("identity.store changed: new requests use the new store");
             }
