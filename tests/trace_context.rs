@@ -123,8 +123,7 @@ async fn malformed_traceparents_are_replaced_never_forwarded_and_drop_tracestate
 async fn a_client_cannot_make_the_gateway_drop_its_traceparent_through_connection() {
     let up = Upstream::start();
     let gw = Gateway::start(&Cfg::new(up.addr));
-    let raw_req =
-        "GET /public/conn HTTP/1.1\r\nHost: gw\r\nConnection: close, traceparent\r\n\r\n";
+    let raw_req = "GET /public/conn HTTP/1.1\r\nHost: gw\r\nConnection: close, traceparent\r\n\r\n";
     assert_eq!(raw(gw.addr, raw_req).status, 200);
     parse_tp(
         &up.last()
