@@ -304,3 +304,28 @@ async fn sample_ratio_zero_exports_no_new_trace_but_honours_a_sampled_client() {
     assert_eq!(s2.len(), 1, "{s2:?}");
     assert_eq!(s2[0]["traceId"], CLIENT_TRACE);
 }
+
+#[test]
+fn check_refuses_a_sample_ratio_outside_zero_to_one_at_its_line() {
+    let dir = TempDir::new("trace-check");
+    let mut cfg = Cfg::new(dead_addr());
+    cfg.rest
+        .push_str("\n[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 2\n");
+    let text = cfg.render();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, &text).unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("sample_ratio"))
+        .unwrap()
+        + 1;
+    let out = run_cli(&path, &["check"], None);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            ":{line}:1: telemetry.sample_ratio: expected a number from 0 to 1"
+        )),
+        "{}",
+        out.stderr
+    );
+}
