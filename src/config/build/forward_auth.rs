@@ -25,7 +25,8 @@ pub(super) fn forward_auth(
                         .find(|ip| {
                             ip.as_str() == format!("{n}/nginx")
                                 || ip.as_str() == format!("{n}/forward")
-                                || crate::routes::segment_prefix(ip, &n)
+                                // `path = "/login"` would put the endpoints under it.
+                                || ip.as_str() == n
                         })
                 });
                 match clash {
