@@ -67,7 +67,7 @@ pub(super) fn explain(
     };
     let up = config.upstream_of(route);
     println!(
-        "route     route[{i}] {}{} (methods {}) -> upstream {:?}",
+        "route     route[{i}] {}{} (methods {}) -> {}",
         route.host.as_deref().unwrap_or(""),
         route.path,
         route
@@ -75,7 +75,9 @@ pub(super) fn explain(
             .as_ref()
             .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|| "any".into()),
-        up.name
+        up.map_or("no upstream (forward-auth checks only)".to_string(), |u| {
+            format!("upstream {:?}", u.name)
+        })
     );
     let policy = match route.auth {
         AuthMode::Required => {
@@ -243,8 +245,15 @@ pub(super) fn explain(
     println!("injects   {}", injected.join(", "));
     let fwd_path = route.forwarded_path(&canon);
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
-    for t in &up.targets {
-        println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
+    match up {
+        Some(up) => {
+            for t in &up.targets {
+                println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
+            }
+        }
+        None => {
+            println!("refused   404 not_found when proxied: the route has no upstream (SPEC §15)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,9 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
-//! to an identity endpoint or a route, auth policy, access log and metrics.
+//! to an identity endpoint, a forward-auth endpoint or a route (the decision
+//! itself is `decide`, shared with forward-auth), access log and metrics.
 
+pub mod decide;
+mod forward_auth;
 pub mod normalize;
 
 use std::convert::Infallible;
@@ -275,37 +278,45 @@ async fn dispatch(
         trace.user = user;
         return Ok(resp);
     }
-    let host = request_host(&req);
-    let (idx, route) = rt
-        .router
-        .find(host, req.method(), path)
-        .ok_or(ApiError::NotFound)?;
-    trace.route = Some(RouteRef::Route(idx));
-    let sessions = &rt.config.session;
-    // SPEC §12: a request authenticated by the session cookie obeys the CSRF rule
-    // when its method is unsafe or it opens a WebSocket.
-    if route.auth != AuthMode::Public
-        && session::needs_csrf_check(req.method(), crate::proxy::is_websocket(&req))
-        && session::access_cookie(sessions, req.headers())?.is_some()
-    {
-        crate::identity::cookies::csrf(rt, &req, conn)?;
+    if let Some(kind) = rt.config.forward_auth_endpoint(path) {
+        // SPEC §15: answered here, like the identity endpoints; never forwarded.
+        return forward_auth::answer(rt, conn, kind, &req, trace).await;
     }
-    let identity = match authorize(rt, route, req.headers()).await {
-        // SPEC §12: a browser navigation without a valid session goes to the
-        // sign-in page; API clients keep the 401.
-        Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
-            if sessions.login_page
-                && route.auth == AuthMode::Required
-                && !req.headers().contains_key(AUTHORIZATION)
-                && session::is_navigation(req.method(), req.headers()) =>
-        {
-            if let Some(reason) = e.auth_failure_reason() {
+    let host = request_host(&req);
+    let ask = decide::Ask {
+        host,
+        method: req.method(),
+        path,
+        headers: req.headers(),
+        websocket: crate::proxy::is_websocket(&req),
+        tls: conn.tls,
+        peer: conn.peer.ip(),
+        described: false,
+    };
+    let decide::Allowed {
+        index,
+        route,
+        identity,
+    } = match decide::decide(rt, &ask).await {
+        Ok(a) => a,
+        Err(decide::Refused::NoRoute) => return Err(ApiError::NotFound),
+        Err(decide::Refused::Denied { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            return Err(error);
+        }
+        Err(decide::Refused::SignIn { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
             let login = &rt.config.identity.paths.login;
             return Ok(session::login_redirect(login, path, req.uri().query()));
         }
-        r => r?,
+    };
+    trace.route = Some(RouteRef::Route(index));
+    // SPEC §15: a route without an upstream only answers forward-auth checks.
+    let Some(upstream_index) = route.upstream else {
+        return Err(ApiError::NotFound);
     };
     trace.caller = identity.clone();
     let uri = upstream_uri(req.uri(), route.forwarded_path(path))?;
@@ -315,7 +326,7 @@ async fn dispatch(
         Some(_) => host.and_then(|h| HeaderValue::from_str(h).ok()),
         None => req.headers().get(HOST).cloned(),
     };
-    let upstream = &rt.upstreams[route.upstream];
+    let upstream = &rt.upstreams[upstream_index];
     let out = Outgoing {
         upstream,
         rules: &rt.rules,
@@ -331,10 +342,10 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
-    trace.upstream = Some((route.upstream, None));
+    trace.upstream = Some((upstream_index, None));
     match forward(out, req).await {
         Ok((resp, target)) => {
-            trace.upstream = Some((route.upstream, Some(target)));
+            trace.upstream = Some((upstream_index, Some(target)));
             Ok(resp)
         }
         Err(e) => {

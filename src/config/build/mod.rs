@@ -2,6 +2,7 @@
 //! One file per section; this one assembles them.
 
 mod forward;
+mod forward_auth;
 mod identity;
 mod issuer;
 mod rate_limit;
@@ -23,6 +24,7 @@ use super::reader::{join, Issue, Reader};
 use super::values::{parse_duration, parse_rate, parse_secret_ref, parse_size, Cidr, SecretRef};
 use super::*;
 use forward::*;
+use forward_auth::*;
 use identity::*;
 use issuer::*;
 use rate_limit::*;
@@ -43,6 +45,7 @@ const TOP: &[&str] = &[
     "route",
     "session",
     "issuer",
+    "forward_auth",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -79,6 +82,13 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let tokens = tokens(&mut r, tokens_t, base);
     let forward_t = section(&mut r, "forward").unwrap_or(&empty);
     let forward = forward(&mut r, forward_t);
+    let forward_auth = section(&mut r, "forward_auth").and_then(|t| {
+        forward_auth(
+            &mut r,
+            t,
+            identity.as_ref().filter(|i| i.enabled).map(|i| &i.paths),
+        )
+    });
     let session = section(&mut r, "session").and_then(|t| session(&mut r, t));
     let upstreams: Vec<Upstream> = r
         .tables(doc, "", "upstream")
@@ -174,6 +184,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 routes,
                 session: session.unwrap_or_default(),
                 issuers,
+                forward_auth,
             })
         }
         _ => Err(ConfigErrors {

@@ -1,4 +1,5 @@
-//! `[[route]]`: path, host, methods, auth policy, required claims.
+//! `[[route]]`: path, host, methods, auth policy, required claims, and its upstream
+//! (absent: the route only answers forward-auth checks, SPEC §15).
 
 use super::*;
 
@@ -61,12 +62,13 @@ pub(super) fn route(
                 None
             }
         },
-        None => {
-            if Reader::field(t, "upstream").is_none() {
-                r.error(&span, &join(p, "upstream"), "missing");
-            }
-            None
-        }
+        // SPEC §15: a route without an upstream only answers forward-auth checks.
+        None => None,
+    };
+    // `Some(None)`: no upstream key; `None`: a key naming no upstream (reported).
+    let upstream = match Reader::field(t, "upstream") {
+        None => Some(None),
+        Some(_) => upstream.map(Some),
     };
     let auth = match r.string(t, p, "auth") {
         Some((s, sp)) => match s.as_str() {
