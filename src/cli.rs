@@ -65,6 +65,10 @@ pub enum Command {
         /// Extra request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Show what the forward-auth endpoints (SPEC §15) would answer a proxy in
+        /// front that describes this request, instead of what the proxy would do.
+        #[arg(long = "forward-auth")]
+        forward_auth: bool,
     },
     /// Print the shell completion script to stdout (needs no config file).
     Completions {

@@ -332,3 +332,62 @@ async fn without_a_forward_auth_section_the_endpoints_do_not_exist() {
     let r = nginx(&gw, "GET", "/public", &[]);
     assert_eq!(r.status, 404, "{r:?}");
 }
+
+#[tokio::test]
+async fn explain_forward_auth_agrees_with_what_the_endpoint_answers() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&config(&up, FA));
+    let (alice, root) = tokens(&gw).await;
+    let auth_alice = format!("Authorization: Bearer {alice}");
+    let auth_root = format!("Authorization: Bearer {root}");
+    // (method, described URI, credentials header, the live answer's status)
+    let cases: [(&str, &str, Option<&str>, u16); 6] = [
+        ("GET", "/admin?x=/public", Some(&auth_root), 200),
+        ("GET", "/admin", Some(&auth_alice), 403),
+        ("GET", "/protected", None, 401),
+        ("GET", "/public%2F..%2Fadmin", None, 403),
+        ("GET", "/nowhere-at-all", Some(&auth_root), 403),
+        ("GET", "/writes", Some(&auth_root), 403),
+    ];
+    for (method, uri, cred, status) in cases {
+        let extra: Vec<&str> = cred.into_iter().collect();
+        let live = nginx(&gw, method, uri, &extra);
+        assert_eq!(live.status, status, "{method} {uri}: {live:?}");
+        let mut args = vec!["explain", "--forward-auth", method, uri];
+        if let Some(c) = cred {
+            args.extend(["-H", c]);
+        }
+        let out = gw.cli(&args, None);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let said_refused = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with("refused"))
+            .map(|l| l.to_string());
+        match status {
+            200 => assert!(
+                said_refused.is_none() && out.stdout.contains("answers   200"),
+                "{uri}: {}",
+                out.stdout
+            ),
+            s => assert!(
+                said_refused
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with(&format!("refused   {s}"))),
+                "{uri}: expected refused {s}: {}",
+                out.stdout
+            ),
+        }
+        // The token is never echoed.
+        assert!(!out.stdout.contains(&alice) && !out.stdout.contains(&root));
+    }
+    // Without a [forward_auth] section there is nothing to explain: one line, exit 1.
+    let plain = Gateway::start(&config(&up, ""));
+    let out = plain.cli(&["explain", "--forward-auth", "GET", "/public"], None);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stderr.contains("no [forward_auth] section"),
+        "{}",
+        out.stderr
+    );
+}

@@ -54,7 +54,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path: req_path,
             host,
             headers,
-        } => explain(&path, &method, &req_path, host, &headers),
+            forward_auth,
+        } => explain(&path, &method, &req_path, host, &headers, forward_auth),
         Command::Completions { shell } => docs::completions(shell),
         Command::Man => docs::man(),
     }
