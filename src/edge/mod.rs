@@ -1,6 +1,7 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
 //! to an identity endpoint or a route, auth policy, access log and metrics.
 
+pub mod api_key;
 pub mod normalize;
 
 use std::convert::Infallible;
@@ -85,9 +86,14 @@ pub async fn authorize(
         // A public route never looks at tokens, and never sets identity headers.
         return Ok(None);
     }
+    let bearer = bearer(h)?;
+    // SPEC §16: a presented API key decides alone (never falls back to a token).
+    if let Some(key) = api_key::presented(&rt.config.api_keys, h, bearer)? {
+        return api_key::authorize(rt, route, key).map(Some);
+    }
     // SPEC §12: the session cookie stands in for a bearer token, but only when
     // there is no Authorization header at all.
-    let token = match bearer(h)? {
+    let token = match bearer {
         Some(t) => t,
         None => match session::access_cookie(&rt.config.session, h)? {
             Some(t) => t,
@@ -95,6 +101,11 @@ pub async fn authorize(
             None => return Err(ApiError::MissingToken),
         },
     };
+    if !route.credentials.token {
+        return Err(ApiError::InvalidToken(
+            "this route accepts only API keys".into(),
+        ));
+    }
     let v = rt.verifier.verify(token).await?;
     // SPEC §10: a route's `issuers` limits which issuers' tokens it accepts.
     if let Some(allowed) = &route.issuers {
@@ -331,6 +342,8 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
+    // SPEC §16: nor does an API key.
+    api_key::strip(&rt.config.api_keys, req.headers_mut());
     trace.upstream = Some((route.upstream, None));
     match forward(out, req).await {
         Ok((resp, target)) => {

@@ -1,6 +1,7 @@
 //! The one validation pass: spanned TOML → typed `Config`, collecting every error.
 //! One file per section; this one assembles them.
 
+mod api_keys;
 mod forward;
 mod identity;
 mod issuer;
@@ -43,6 +44,7 @@ const TOP: &[&str] = &[
     "route",
     "session",
     "issuer",
+    "api_keys",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -80,6 +82,9 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let forward_t = section(&mut r, "forward").unwrap_or(&empty);
     let forward = forward(&mut r, forward_t);
     let session = section(&mut r, "session").and_then(|t| session(&mut r, t));
+    let api_keys = section(&mut r, "api_keys")
+        .map(|t| api_keys::api_keys(&mut r, t))
+        .unwrap_or_default();
     let upstreams: Vec<Upstream> = r
         .tables(doc, "", "upstream")
         .into_iter()
@@ -121,6 +126,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         let route_issuers = route_issuers(&mut r, t, &p, &issuers, identity_enabled);
         if let Some(mut route) = route(&mut r, t, &p, span.clone(), &upstreams) {
             route.issuers = route_issuers;
+            api_keys::check_route(&mut r, t, &p, &route, api_keys.enabled);
             if route.auth != AuthMode::Public && !identity_enabled && issuers.is_empty() {
                 let at = Reader::field(t, "auth")
                     .map(|f| f.span)
@@ -174,6 +180,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 routes,
                 session: session.unwrap_or_default(),
                 issuers,
+                api_keys,
             })
         }
         _ => Err(ConfigErrors {

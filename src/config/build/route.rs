@@ -21,6 +21,7 @@ pub(super) fn route(
             "require",
             "strip_prefix",
             "issuers",
+            "credentials",
         ],
     );
     let path = match r.string(t, p, "path") {
@@ -155,6 +156,7 @@ pub(super) fn route(
         );
     }
     let strip_prefix = r.boolean(t, p, "strip_prefix").unwrap_or(false);
+    let credentials = crate::config::build::api_keys::credentials(r, t, p);
     Some(Route {
         path: path?,
         upstream: upstream?,
@@ -164,5 +166,6 @@ pub(super) fn route(
         require,
         strip_prefix,
         issuers: None,
+        credentials,
     })
 }
