@@ -82,21 +82,12 @@ pub struct Config {
 }
 
 /// `[api_keys]` (SPEC §16): off by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiKeys {
     pub enabled: bool,
     /// Where a key is presented: `None` for `Authorization: Bearer agk_...`,
     /// else a header of its own (e.g. `X-API-Key`) carrying the key itself.
     pub header: Option<HeaderName>,
-}
-
-impl Default for ApiKeys {
-    fn default() -> ApiKeys {
-        ApiKeys {
-            enabled: false,
-            header: None,
-        }
-    }
 }
 
 /// SPEC §16: which credentials a route accepts (`credentials = [...]`).
