@@ -133,6 +133,7 @@ async fn a_key_opens_an_opted_in_route_as_its_user_with_the_keys_roles_and_no_to
         Some(format!("Bearer {access}")),
         "a token is still forwarded (SPEC §4)"
     );
+    assert_eq!(upstream.last().header("x-issuer").as_deref(), Some("self"));
     assert_eq!(with_key(&gw, "/only-keys", &narrow).await.0, 200);
     let r = client().get(gw.url("/only-keys")).send().await.unwrap();
     assert_eq!(r.status(), 401);
