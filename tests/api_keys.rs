@@ -212,6 +212,15 @@ async fn the_secret_is_never_in_the_store_files_the_logs_or_the_listing() {
     flipped.replace_range(key.len() - 5..key.len() - 4, c);
     assert_eq!(with_key(&gw, "/keys", &flipped).await.0, 401);
 
+    // Last use reaches the store off the request path, on a poller tick.
+    let used = eventually(Duration::from_secs(5), || async {
+        let list = gw.cli(&["apikeys", "list", "svc"], None).stdout;
+        list.lines()
+            .filter(|l| l.starts_with(key_id(&key)))
+            .any(|l| l.split('\t').nth(6).is_some_and(|t| t != "-"))
+    })
+    .await;
+    assert!(used, "apikeys list shows the last use");
     let out = gw.cli(&["apikeys", "list"], None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains(key_id(&key)), "{}", out.stdout);

@@ -64,12 +64,36 @@ pub fn authorize(rt: &Snapshot, route: &Route, key: &str) -> Result<Arc<Verified
         Ok(_) => "ok",
         Err(e) => e.outcome(),
     };
-    metrics::counter!("authgate_api_key_auth_total", "outcome" => outcome).increment(1);
+    counted(outcome).increment(1);
     let v = checked?;
     if !satisfies(&v.claims, &route.require) {
         return Err(ApiError::InsufficientScope);
     }
     Ok(v)
+}
+
+const OUTCOMES: [&str; 6] = [
+    "ok",
+    "unknown",
+    "revoked",
+    "expired",
+    "malformed",
+    "not_allowed",
+];
+
+/// `authgate_api_key_auth_total{outcome}`, registered once: the success path then
+/// costs one atomic add, not a registry lookup with a key built per request.
+fn counted(outcome: &'static str) -> &'static metrics::Counter {
+    static COUNTERS: std::sync::OnceLock<Vec<metrics::Counter>> = std::sync::OnceLock::new();
+    let all = COUNTERS.get_or_init(|| {
+        OUTCOMES
+            .iter()
+            .map(|&o| metrics::counter!("authgate_api_key_auth_total", "outcome" => o))
+            .collect()
+    });
+    // Every outcome is in the list (a test checks): the fallback is not reached.
+    let i = OUTCOMES.iter().position(|&o| o == outcome).unwrap_or(0);
+    &all[i]
 }
 
 /// SPEC §16: the key never reaches a backend. A header of its own is removed on
@@ -98,6 +122,14 @@ pub fn strip(cfg: &ApiKeys, h: &mut HeaderMap) {
 mod tests {
     use super::*;
     use http::{HeaderName, HeaderValue};
+
+    #[test]
+    fn every_refusal_has_its_own_metric_label() {
+        use crate::verify::api_keys::KeyError::*;
+        for e in [Malformed, Unknown, Revoked, Expired, NotAllowed] {
+            assert!(OUTCOMES[1..].contains(&e.outcome()), "{e:?}");
+        }
+    }
 
     #[test]
     fn a_key_in_authorization_is_stripped_and_a_token_is_kept() {
