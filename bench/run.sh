@@ -402,6 +402,25 @@ distinct_case() {
     run_case "$id" "$label" authgate "http://127.0.0.1:$port/protected" "@$f" "$AG_PID"
 }
 
+# api_key_case ID PORT CONFIG : SPEC §16 — the same instance and run as (f), a route taking
+# API keys, one key of a service account on every request: its CPU per request beside (f)'s
+# cached EdDSA token (a key must cost no more)
+api_key_case() {
+    local id=$1 port=$2 cfg=$3 label="authgate API key" key msg
+    if over_budget; then case_status "$id" "$label" authgate "skipped: time budget used up"; return 0; fi
+    if ! "$AG" -c "$cfg" users add bench-svc --service >"$RUN/$id-svc.log" 2>&1 \
+        || ! key=$("$AG" -c "$cfg" apikeys create bench-svc 2>>"$RUN/$id-svc.log"); then
+        case_status "$id" "$label" authgate "creating the key failed: $(tail -1 "$RUN/$id-svc.log")"; return 0
+    fi
+    # created while the gateway runs: known within revocation_poll (1s)
+    local i; for i in 1 2 3 4 5 6 7 8 9 10; do
+        msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$port/keys" 200 --token "$key" --contains '"user":"bench-svc"') && break
+        sleep 0.5
+    done
+    [ "$i" -lt 10 ] || { case_status "$id" "$label" authgate "key refused: $msg"; return 0; }
+    run_case "$id" "$label" authgate "http://127.0.0.1:$port/keys" "$key" "$AG_PID"
+}
+
 # ================================================================= main
 mkdir -p "$RES"
 rm -rf "$RUN"; mkdir -p "$RUN"
@@ -512,6 +531,7 @@ if authgate_setup ag-eddsa "$P_AG_ED" EdDSA; then
     : >"$AG_LOGFILE"
     idle_mem e "$P_AG_ED" /public "$AG_PID"
     run_case f "authgate required, EdDSA" authgate "http://127.0.0.1:$P_AG_ED/protected" "$AG_TOKEN" "$AG_PID"
+    api_key_case k "$P_AG_ED" "$RUN/ag-eddsa/gateway.toml"
     distinct_case f2 EdDSA "$P_AG_ED" "$RUN/ag-eddsa/data/signing-key.pem"
     stop_and_forget "$AG_PID"; AG_LOGFILE=""
     if over_budget; then echo '{"error": "skipped: time budget used up"}' >"$RUN/ready.json"
@@ -526,6 +546,7 @@ else
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
     case_status e "authgate public route" authgate "$AG_ERR"
     case_status f "authgate required, EdDSA" authgate "$AG_ERR"
+    case_status k "authgate API key" authgate "$AG_ERR"
     case_status f2 "authgate required, EdDSA, $((DISTINCT / 1000))k tokens" authgate "$AG_ERR"
     echo "{\"error\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$AG_ERR")}" >"$RUN/ready.json"
 fi

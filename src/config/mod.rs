@@ -79,6 +79,34 @@ pub struct Config {
     pub issuers: Vec<IssuerConfig>,
     /// `[forward_auth]` (SPEC §15); `None` when the section is absent.
     pub forward_auth: Option<ForwardAuth>,
+    /// `[api_keys]` (SPEC §16).
+    pub api_keys: ApiKeys,
+}
+
+/// `[api_keys]` (SPEC §16): off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys {
+    pub enabled: bool,
+    /// Where a key is presented: `None` for `Authorization: Bearer agk_...`,
+    /// else a header of its own (e.g. `X-API-Key`) carrying the key itself.
+    pub header: Option<HeaderName>,
+}
+
+/// SPEC §16: which credentials a route accepts (`credentials = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// Bearer tokens and the session cookie.
+    pub token: bool,
+    pub api_key: bool,
+}
+
+impl Default for Credentials {
+    fn default() -> Credentials {
+        Credentials {
+            token: true,
+            api_key: false,
+        }
+    }
 }
 
 /// `[forward_auth]` (SPEC §15): a proxy in front asks whether a request may pass.
@@ -248,6 +276,8 @@ pub struct Forward {
     pub identity_header: HeaderName,
     /// (header, claim), in file order.
     pub claim_headers: Vec<(HeaderName, String)>,
+    /// Optional: names who vouched for the caller (`apikey` for API keys, SPEC §16).
+    pub issuer_header: Option<HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -324,6 +354,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// SPEC §10: the issuers whose tokens this route accepts; `None`: all configured.
     pub issuers: Option<Vec<IssuerRef>>,
+    /// SPEC §16: tokens, API keys, or both.
+    pub credentials: Credentials,
 }
 
 impl Route {

@@ -2,6 +2,7 @@
 //! to an identity endpoint, a forward-auth endpoint or a route (the decision
 //! itself is `decide`, shared with forward-auth), access log and metrics.
 
+pub mod api_key;
 pub mod decide;
 mod forward_auth;
 pub mod normalize;
@@ -88,9 +89,14 @@ pub async fn authorize(
         // A public route never looks at tokens, and never sets identity headers.
         return Ok(None);
     }
+    let bearer = bearer(h)?;
+    // SPEC §16: a presented API key decides alone (never falls back to a token).
+    if let Some(key) = api_key::presented(&rt.config.api_keys, h, bearer)? {
+        return api_key::authorize(rt, route, key).map(Some);
+    }
     // SPEC §12: the session cookie stands in for a bearer token, but only when
     // there is no Authorization header at all.
-    let token = match bearer(h)? {
+    let token = match bearer {
         Some(t) => t,
         None => match session::access_cookie(&rt.config.session, h)? {
             Some(t) => t,
@@ -98,6 +104,11 @@ pub async fn authorize(
             None => return Err(ApiError::MissingToken),
         },
     };
+    if !route.credentials.token {
+        return Err(ApiError::InvalidToken(
+            "this route accepts only API keys".into(),
+        ));
+    }
     let v = rt.verifier.verify(token).await?;
     // SPEC §10: a route's `issuers` limits which issuers' tokens it accepts.
     if let Some(allowed) = &route.issuers {
@@ -342,6 +353,8 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
+    // SPEC §16: nor does an API key.
+    api_key::strip(&rt.config.api_keys, req.headers_mut());
     trace.upstream = Some((upstream_index, None));
     match forward(out, req).await {
         Ok((resp, target)) => {

@@ -1,6 +1,7 @@
 //! The one validation pass: spanned TOML → typed `Config`, collecting every error.
 //! One file per section; this one assembles them.
 
+mod api_keys;
 mod forward;
 mod forward_auth;
 mod identity;
@@ -46,6 +47,7 @@ const TOP: &[&str] = &[
     "session",
     "issuer",
     "forward_auth",
+    "api_keys",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -90,6 +92,9 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         )
     });
     let session = section(&mut r, "session").and_then(|t| session(&mut r, t));
+    let api_keys = section(&mut r, "api_keys")
+        .map(|t| api_keys::api_keys(&mut r, t))
+        .unwrap_or_default();
     let upstreams: Vec<Upstream> = r
         .tables(doc, "", "upstream")
         .into_iter()
@@ -131,6 +136,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         let route_issuers = route_issuers(&mut r, t, &p, &issuers, identity_enabled);
         if let Some(mut route) = route(&mut r, t, &p, span.clone(), &upstreams) {
             route.issuers = route_issuers;
+            api_keys::check_route(&mut r, t, &p, &route, api_keys.enabled);
             if route.auth != AuthMode::Public && !identity_enabled && issuers.is_empty() {
                 let at = Reader::field(t, "auth")
                     .map(|f| f.span)
@@ -185,6 +191,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 session: session.unwrap_or_default(),
                 issuers,
                 forward_auth,
+                api_keys,
             })
         }
         _ => Err(ConfigErrors {

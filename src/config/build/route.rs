@@ -22,6 +22,7 @@ pub(super) fn route(
             "require",
             "strip_prefix",
             "issuers",
+            "credentials",
         ],
     );
     let path = match r.string(t, p, "path") {
@@ -157,6 +158,7 @@ pub(super) fn route(
         );
     }
     let strip_prefix = r.boolean(t, p, "strip_prefix").unwrap_or(false);
+    let credentials = crate::config::build::api_keys::credentials(r, t, p);
     Some(Route {
         path: path?,
         upstream: upstream?,
@@ -166,5 +168,6 @@ pub(super) fn route(
         require,
         strip_prefix,
         issuers: None,
+        credentials,
     })
 }
