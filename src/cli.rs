@@ -49,6 +49,9 @@ pub enum Command {
     /// The user store as a whole.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// API keys of users and service accounts (SPEC §16).
+    #[command(subcommand)]
+    Apikeys(ApikeysCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -65,6 +68,10 @@ pub enum Command {
         /// Extra request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Show what the forward-auth endpoints (SPEC §15) would answer a proxy in
+        /// front that describes this request, instead of what the proxy would do.
+        #[arg(long = "forward-auth")]
+        forward_auth: bool,
     },
     /// Print the shell completion script to stdout (needs no config file).
     Completions {
@@ -91,6 +98,9 @@ pub enum UsersCommand {
         /// Comma-separated roles.
         #[arg(long, default_value = "")]
         roles: String,
+        /// A service account: no password, never logs in, uses API keys.
+        #[arg(long)]
+        service: bool,
     },
     /// Remove a user and revoke their refresh tokens.
     Remove { name: String },
@@ -109,6 +119,27 @@ pub enum StoreCommand {
     /// Copy users, live refresh tokens and revocations from one store to another
     /// (sqlite:PATH, postgres://..., env:NAME or file:PATH); idempotent.
     Copy { from: String, to: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Create a key for USER and print it once (only its hash is stored).
+    Create {
+        user: String,
+        /// Comma-separated roles, at most the user's (default: all of them).
+        #[arg(long)]
+        roles: Option<String>,
+        /// Lifetime, e.g. 90d (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label to tell keys apart.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (all, or USER's): id, user, label, roles, created, expires, last used.
+    List { user: Option<String> },
+    /// Revoke a key by id (every gateway within identity.revocation_poll).
+    Revoke { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,10 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
-//! to an identity endpoint or a route, auth policy, access log and metrics.
+//! to an identity endpoint, a forward-auth endpoint or a route (the decision
+//! itself is `decide`, shared with forward-auth), access log and metrics.
 
+pub mod api_key;
+pub mod decide;
+mod forward_auth;
 pub mod normalize;
 
 use std::convert::Infallible;
@@ -87,9 +91,14 @@ pub async fn authorize(
         // A public route never looks at tokens, and never sets identity headers.
         return Ok(None);
     }
+    let bearer = bearer(h)?;
+    // SPEC §16: a presented API key decides alone (never falls back to a token).
+    if let Some(key) = api_key::presented(&rt.config.api_keys, h, bearer)? {
+        return api_key::authorize(rt, route, key).map(Some);
+    }
     // SPEC §12: the session cookie stands in for a bearer token, but only when
     // there is no Authorization header at all.
-    let token = match bearer(h)? {
+    let token = match bearer {
         Some(t) => t,
         None => match session::access_cookie(&rt.config.session, h)? {
             Some(t) => t,
@@ -97,6 +106,11 @@ pub async fn authorize(
             None => return Err(ApiError::MissingToken),
         },
     };
+    if !route.credentials.token {
+        return Err(ApiError::InvalidToken(
+            "this route accepts only API keys".into(),
+        ));
+    }
     let v = rt.verifier.verify(token).await?;
     // SPEC §10: a route's `issuers` limits which issuers' tokens it accepts.
     if let Some(allowed) = &route.issuers {
@@ -290,37 +304,45 @@ async fn dispatch(
         trace.user = user;
         return Ok(resp);
     }
-    let host = request_host(&req);
-    let (idx, route) = rt
-        .router
-        .find(host, req.method(), path)
-        .ok_or(ApiError::NotFound)?;
-    trace.route = Some(RouteRef::Route(idx));
-    let sessions = &rt.config.session;
-    // SPEC §12: a request authenticated by the session cookie obeys the CSRF rule
-    // when its method is unsafe or it opens a WebSocket.
-    if route.auth != AuthMode::Public
-        && session::needs_csrf_check(req.method(), crate::proxy::is_websocket(&req))
-        && session::access_cookie(sessions, req.headers())?.is_some()
-    {
-        crate::identity::cookies::csrf(rt, &req, conn)?;
+    if let Some(kind) = rt.config.forward_auth_endpoint(path) {
+        // SPEC §15: answered here, like the identity endpoints; never forwarded.
+        return forward_auth::answer(rt, conn, kind, &req, trace).await;
     }
-    let identity = match authorize(rt, route, req.headers()).await {
-        // SPEC §12: a browser navigation without a valid session goes to the
-        // sign-in page; API clients keep the 401.
-        Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
-            if sessions.login_page
-                && route.auth == AuthMode::Required
-                && !req.headers().contains_key(AUTHORIZATION)
-                && session::is_navigation(req.method(), req.headers()) =>
-        {
-            if let Some(reason) = e.auth_failure_reason() {
+    let host = request_host(&req);
+    let ask = decide::Ask {
+        host,
+        method: req.method(),
+        path,
+        headers: req.headers(),
+        websocket: crate::proxy::is_websocket(&req),
+        tls: conn.tls,
+        peer: conn.peer.ip(),
+        described: false,
+    };
+    let decide::Allowed {
+        index,
+        route,
+        identity,
+    } = match decide::decide(rt, &ask).await {
+        Ok(a) => a,
+        Err(decide::Refused::NoRoute) => return Err(ApiError::NotFound),
+        Err(decide::Refused::Denied { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            return Err(error);
+        }
+        Err(decide::Refused::SignIn { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
             let login = &rt.config.identity.paths.login;
             return Ok(session::login_redirect(login, path, req.uri().query()));
         }
-        r => r?,
+    };
+    trace.route = Some(RouteRef::Route(index));
+    // SPEC §15: a route without an upstream only answers forward-auth checks.
+    let Some(upstream_index) = route.upstream else {
+        return Err(ApiError::NotFound);
     };
     trace.caller = identity.clone();
     let uri = upstream_uri(req.uri(), route.forwarded_path(path))?;
@@ -330,7 +352,7 @@ async fn dispatch(
         Some(_) => host.and_then(|h| HeaderValue::from_str(h).ok()),
         None => req.headers().get(HOST).cloned(),
     };
-    let upstream = &rt.upstreams[route.upstream];
+    let upstream = &rt.upstreams[upstream_index];
     let out = Outgoing {
         upstream,
         rules: &rt.rules,
@@ -347,10 +369,12 @@ async fn dispatch(
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
     trace.tc.0.write(req.headers_mut(), trace.tc.1);
-    trace.upstream = Some((route.upstream, None));
+    // SPEC §16: nor does an API key.
+    api_key::strip(&rt.config.api_keys, req.headers_mut());
+    trace.upstream = Some((upstream_index, None));
     match forward(out, req).await {
         Ok((resp, target)) => {
-            trace.upstream = Some((route.upstream, Some(target)));
+            trace.upstream = Some((upstream_index, Some(target)));
             Ok(resp)
         }
         Err(e) => {
