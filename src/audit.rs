@@ -43,7 +43,7 @@ pub enum Event<'a> {
         action: &'static str,
         roles: Option<&'a [String]>,
     },
-    /// From the API-key CLI (SPEC §16): `add`, `revoke`, ...; `key_id` is the key's
+    /// From `authgate apikeys` (SPEC §16): `create`, `revoke`; `key_id` is the key's
     /// public id, never the key.
     ApiKeyChange {
         action: &'static str,
@@ -316,9 +316,9 @@ pub fn config_reload(ok: bool) {
 /// An event from a CLI command: appended by this process straight to the
 /// configured audit log (one `write` per line, `O_APPEND`, so lines from the
 /// gateway and the CLI never interleave within a line).
-pub fn cli_event(target: Option<&AuditTarget>, ev: Event<'_>, user: &str) {
+pub fn cli_event(target: Option<&AuditTarget>, ev: Event<'_>, user: Option<&str>) {
     let Some(target) = target else { return };
-    let line = render(&ev, Some(user), None, None);
+    let line = render(&ev, user, None, None);
     match target {
         AuditTarget::Stderr => tracing::info!(target: "authgate::audit", "{line}"),
         AuditTarget::File(p) => {

@@ -287,3 +287,34 @@ async fn after_logrotate_renames_the_file_sighup_starts_a_new_one_and_events_are
         "{m}"
     );
 }
+
+#[tokio::test]
+async fn apikeys_commands_record_the_key_id_never_the_key() {
+    let up = Upstream::start();
+    let mut cfg = audit_cfg(up.addr);
+    cfg.rest.push_str("\n[api_keys]\nenabled = true\n");
+    let gw = Gateway::start(&cfg);
+    let file = gw.dir.path().join("log/audit.log");
+    let o = gw.cli(&["users", "add", "svc"], Some(&format!("{PASSWORD}\n")));
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let o = gw.cli(&["apikeys", "create", "svc"], None);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let key = o.stdout.trim().to_string();
+    let all = lines(&file);
+    let created = of(&all, "api_key_change", "action", "create");
+    assert_eq!(created.len(), 1, "{all:?}");
+    assert_eq!(created[0]["user"], "svc");
+    let id = created[0]["key_id"].as_str().unwrap().to_string();
+    let o = gw.cli(&["apikeys", "revoke", &id], None);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let all = lines(&file);
+    let revoked = of(&all, "api_key_change", "action", "revoke");
+    assert_eq!(revoked.len(), 1, "{all:?}");
+    assert_eq!(revoked[0]["key_id"], id.as_str());
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        !key.is_empty() && !text.contains(&key),
+        "the key reached the audit log"
+    );
+    assert!(!text.contains(PASSWORD));
+}

@@ -67,6 +67,11 @@ pub(super) fn apikeys(path: &Path, cmd: ApikeysCommand) -> anyhow::Result<ExitCo
                 "created key {id} for {user}; it is shown once, store it now (works on every gateway within identity.revocation_poll = {:?})",
                 config.identity.revocation_poll
             );
+            let ev = crate::audit::Event::ApiKeyChange {
+                action: "create",
+                key_id: &id,
+            };
+            crate::audit::cli_event(config.audit.as_ref(), ev, Some(&user));
             println!("{key}");
         }
         ApikeysCommand::List { user } => {
@@ -96,6 +101,12 @@ pub(super) fn apikeys(path: &Path, cmd: ApikeysCommand) -> anyhow::Result<ExitCo
             if !store.revoke_api_key(&id, crate::clock::now_ms())? {
                 bail!("no live API key {id:?}");
             }
+            // Only a key id that named a live key is recorded (not arbitrary argv).
+            let ev = crate::audit::Event::ApiKeyChange {
+                action: "revoke",
+                key_id: &id,
+            };
+            crate::audit::cli_event(config.audit.as_ref(), ev, None);
             println!(
                 "revoked {id} (every gateway within identity.revocation_poll = {:?})",
                 config.identity.revocation_poll

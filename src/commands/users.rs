@@ -64,7 +64,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
     // SPEC §18: each change is appended to the audit log by this process.
     let audit = |action: &'static str, roles: Option<&[String]>, user: &str| {
         let ev = crate::audit::Event::UserChange { action, roles };
-        crate::audit::cli_event(config.audit.as_ref(), ev, user);
+        crate::audit::cli_event(config.audit.as_ref(), ev, Some(user));
     };
     let name = |n: &str| {
         crate::identity::username::normalize_username(n).map_err(|e| anyhow!(e.message()))
@@ -139,7 +139,7 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             store.revoke_user(&n, crate::clock::now_ms())?;
             audit("revoke", None, &n);
             let by_cli = crate::audit::Event::Revoke { by: "cli" };
-            crate::audit::cli_event(config.audit.as_ref(), by_cli, &n);
+            crate::audit::cli_event(config.audit.as_ref(), by_cli, Some(&n));
             println!(
                 "revoked every token issued to {n} until now (every gateway within identity.revocation_poll = {:?})",
                 id.revocation_poll
