@@ -4,6 +4,7 @@ mod build;
 pub mod issuer;
 pub mod reader;
 pub mod redis_url;
+pub mod route_policy;
 pub mod store_url;
 pub mod values;
 
@@ -19,6 +20,7 @@ use http::{HeaderName, Method};
 pub use issuer::{IssuerConfig, IssuerRef, JwksSource};
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
+pub use route_policy::{Cors, LimitPer, RouteLimit};
 pub use store_url::PgUrl;
 pub use values::{parse_origin, Cidr, Rate, SecretRef};
 
@@ -301,6 +303,10 @@ pub struct Route {
     pub strip_prefix: bool,
     /// SPEC §10: the issuers whose tokens this route accepts; `None`: all configured.
     pub issuers: Option<Vec<IssuerRef>>,
+    /// SPEC §17: checked after authentication.
+    pub rate_limit: Option<RouteLimit>,
+    /// SPEC §17: answered and applied at the edge.
+    pub cors: Option<Cors>,
 }
 
 impl Route {

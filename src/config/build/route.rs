@@ -21,6 +21,8 @@ pub(super) fn route(
             "require",
             "strip_prefix",
             "issuers",
+            "rate_limit",
+            "cors",
         ],
     );
     let path = match r.string(t, p, "path") {
@@ -155,6 +157,8 @@ pub(super) fn route(
         );
     }
     let strip_prefix = r.boolean(t, p, "strip_prefix").unwrap_or(false);
+    let rate_limit = super::route_policy::rate_limit(r, t, p);
+    let cors = super::route_policy::cors(r, t, p);
     Some(Route {
         path: path?,
         upstream: upstream?,
@@ -164,5 +168,7 @@ pub(super) fn route(
         require,
         strip_prefix,
         issuers: None,
+        rate_limit,
+        cors,
     })
 }
