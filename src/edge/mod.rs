@@ -1,7 +1,9 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
 //! to an identity endpoint or a route, auth policy, access log and metrics.
 
+pub mod cors;
 pub mod normalize;
+pub mod route_limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -34,6 +36,23 @@ struct Trace {
     /// The verified caller, or the name an identity endpoint acted for.
     caller: Option<Arc<Verified>>,
     user: Option<String>,
+    /// SPEC §17: a CORS route's index and the request's origin when allowed.
+    cors: Option<(usize, Option<HeaderValue>)>,
+    /// SPEC §17: `RateLimit-Policy` and `RateLimit` of a limited route.
+    rate: Option<route_limit::Headers>,
+}
+
+/// SPEC §17: the route's CORS answer and rate-limit headers go on whatever the
+/// response is — the upstream's, or the gateway's own 401/403/429/502.
+fn apply_route_policies(rt: &Snapshot, trace: &mut Trace, resp: &mut Response<Body>) {
+    if let Some(h) = trace.rate.take() {
+        route_limit::apply(h, resp);
+    }
+    if let Some((idx, origin)) = trace.cors.take() {
+        if let Some(c) = rt.router.routes().get(idx).and_then(|r| r.cors.as_ref()) {
+            cors::apply(c, origin, resp);
+        }
+    }
 }
 
 /// RFC 9112 §3.2: more than one `Host`, or none in an HTTP/1.1 request without an
@@ -177,6 +196,7 @@ async fn serve_request(
             e.into_response()
         }
     };
+    apply_route_policies(&rt, &mut trace, &mut resp);
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = resp.status().as_u16();
@@ -276,11 +296,19 @@ async fn dispatch(
         return Ok(resp);
     }
     let host = request_host(&req);
+    // SPEC §17: a CORS preflight is answered here, before authentication.
+    if let Some((idx, resp)) = cors::preflight(rt, host, path, &req) {
+        trace.route = Some(RouteRef::Route(idx));
+        return Ok(resp);
+    }
     let (idx, route) = rt
         .router
         .find(host, req.method(), path)
         .ok_or(ApiError::NotFound)?;
     trace.route = Some(RouteRef::Route(idx));
+    if let Some(c) = &route.cors {
+        trace.cors = Some((idx, cors::allowed_origin(c, req.headers())));
+    }
     let sessions = &rt.config.session;
     // SPEC §12: a request authenticated by the session cookie obeys the CSRF rule
     // when its method is unsafe or it opens a WebSocket.
@@ -308,6 +336,14 @@ async fn dispatch(
         r => r?,
     };
     trace.caller = identity.clone();
+    // SPEC §17: after authentication, so a limit can count per user.
+    match route_limit::check(rt, idx, identity.as_deref(), conn, req.headers()).await {
+        Ok(h) => trace.rate = h,
+        Err((e, h)) => {
+            trace.rate = Some(h);
+            return Err(e.into());
+        }
+    }
     let uri = upstream_uri(req.uri(), route.forwarded_path(path))?;
     // The Host header as received is shared, not copied; an absolute-form or
     // HTTP/2 authority is made into a value.
