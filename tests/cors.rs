@@ -562,3 +562,20 @@ async fn in_chromium_a_page_on_an_allowed_origin_reads_the_route_and_another_ori
     // Its preflight was refused by the gateway: nothing more reached the upstream.
     assert_eq!(up.count(), 1);
 }
+
+#[test]
+fn explain_shows_a_routes_cors_policy() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&cors_cfg(up.addr));
+    let out = gw.cli(&["explain", "GET", "/api/x"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("cors"))
+        .unwrap_or_else(|| panic!("no cors line:\n{}", out.stdout));
+    assert!(
+        line.contains("https://app.example.com") && line.contains("credentials false"),
+        "{line}"
+    );
+}

@@ -395,3 +395,29 @@ fn check_refuses_bad_route_limits_at_their_line() {
         assert!(line.contains(why), "{limit}: {line}");
     }
 }
+
+#[test]
+fn explain_shows_a_routes_limit() {
+    let up = Upstream::start();
+    let gw = Gateway::start(&cfg_with(
+        &up,
+        "{ rate = \"100/min\", burst = 20, per = \"user\" }",
+    ));
+    let out = gw.cli(&["explain", "GET", "/api/x"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("limit"))
+        .unwrap_or_else(|| panic!("no limit line:\n{}", out.stdout));
+    assert!(
+        line.contains("100/min, burst 20, per user") && line.contains("429"),
+        "{line}"
+    );
+    let out = gw.cli(&["explain", "GET", "/protected/x"], None);
+    assert!(
+        !out.stdout.lines().any(|l| l.starts_with("limit")),
+        "{}",
+        out.stdout
+    );
+}

@@ -60,3 +60,48 @@ pub struct Cors {
     /// `Access-Control-Expose-Headers`; `None` when nothing is exposed.
     pub expose_value: Option<HeaderValue>,
 }
+
+impl RouteLimit {
+    /// For `explain`: `100/min, burst 20, per user (...)`.
+    pub fn describe(&self) -> String {
+        let unit = match self.rate.per.as_secs() {
+            1 => "sec",
+            60 => "min",
+            _ => "hour",
+        };
+        let who = match self.per {
+            LimitPer::User => "per user (anonymous callers by address)",
+            LimitPer::Ip => "per client address",
+            LimitPer::Route => "one bucket for the whole route",
+        };
+        format!(
+            "{}/{unit}, burst {}, {who}; over it: 429 rate_limited + Retry-After (never forwarded)",
+            self.rate.count, self.burst
+        )
+    }
+}
+
+impl Cors {
+    /// For `explain`: the policy on one line.
+    pub fn describe(&self) -> String {
+        let mut origins = self.origins.clone();
+        if self.any_origin {
+            origins.push("*".into());
+        }
+        let v = |h: &Option<HeaderValue>| {
+            h.as_ref()
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_string()
+        };
+        format!(
+            "origins [{}], methods {}, headers {}, credentials {}, max_age {} s, expose {}; preflights answered by the gateway",
+            origins.join(", "),
+            self.allow_methods.to_str().unwrap_or(""),
+            v(&self.allow_headers),
+            self.credentials,
+            self.max_age.as_secs(),
+            v(&self.expose_value),
+        )
+    }
+}

@@ -128,3 +128,60 @@ pub fn apply(cors: &Cors, origin: Option<HeaderValue>, resp: &mut Response<Body>
         h.insert(ACCESS_CONTROL_EXPOSE_HEADERS, v.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn policy(origins: &str) -> Cors {
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\ntargets = [\"http://127.0.0.1:9000\"]\n\n\
+             [[route]]\npath = \"/\"\nupstream = \"app\"\ncors = {{ origins = {origins} }}\n"
+        );
+        let c = Config::load_str(&text, "t.toml", Path::new("/")).unwrap();
+        c.routes[0].cors.clone().unwrap()
+    }
+
+    fn origin(o: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(ORIGIN, HeaderValue::from_str(o).unwrap());
+        h
+    }
+
+    #[test]
+    fn origins_match_exactly_in_any_canonical_spelling() {
+        let c = policy("[\"https://app.example.com\", \"http://127.0.0.1:3000\"]");
+        for ok in [
+            "https://app.example.com",
+            "HTTPS://APP.example.com",
+            "https://app.example.com:443",
+            "http://127.0.0.1:3000",
+        ] {
+            assert_eq!(allowed_origin(&c, &origin(ok)).unwrap(), ok);
+        }
+        for bad in [
+            "https://app.example.com.evil",
+            "http://app.example.com",
+            "https://app.example.com:444",
+            "https://x.app.example.com",
+            "http://127.0.0.1:3001",
+            "null",
+            "https://app.example.com/",
+        ] {
+            assert!(allowed_origin(&c, &origin(bad)).is_none(), "{bad}");
+        }
+        assert!(allowed_origin(&c, &HeaderMap::new()).is_none());
+    }
+
+    #[test]
+    fn a_star_policy_echoes_each_real_origin_and_refuses_null() {
+        let c = policy("[\"*\"]");
+        assert_eq!(
+            allowed_origin(&c, &origin("https://any.example")).unwrap(),
+            "https://any.example"
+        );
+        assert!(allowed_origin(&c, &origin("null")).is_none());
+    }
+}

@@ -205,3 +205,50 @@ pub(super) fn cors(r: &mut Reader, t: &DeTable, route: &str) -> Option<Cors> {
         expose,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, LimitPer};
+    use std::path::Path;
+    use std::time::Duration;
+
+    fn route(extra: &str) -> crate::config::Route {
+        let text = format!(
+            "[[upstream]]\nname = \"app\"\ntargets = [\"http://127.0.0.1:9000\"]\n\n\
+             [[route]]\npath = \"/api\"\nupstream = \"app\"\n{extra}\n"
+        );
+        let c = Config::load_str(&text, "t.toml", Path::new("/")).unwrap();
+        c.routes[0].clone()
+    }
+
+    #[test]
+    fn a_route_limit_defaults_to_per_user_with_the_rates_count_as_burst() {
+        let l = route("rate_limit = { rate = \"30/min\" }")
+            .rate_limit
+            .unwrap();
+        assert_eq!((l.rate.count, l.rate.per), (30, Duration::from_secs(60)));
+        assert_eq!((l.burst, l.per), (30, LimitPer::User));
+        let l = route("rate_limit = { rate = \"5/sec\", burst = 2, per = \"ip\" }")
+            .rate_limit
+            .unwrap();
+        assert_eq!((l.burst, l.per), (2, LimitPer::Ip));
+        assert!(route("").rate_limit.is_none());
+    }
+
+    #[test]
+    fn cors_defaults_are_the_safelisted_methods_no_headers_no_credentials_ten_minutes() {
+        let c = route("cors = { origins = [\"https://App.Example.com:443\"] }")
+            .cors
+            .unwrap();
+        assert_eq!(c.origins, vec!["https://app.example.com"]);
+        assert_eq!(c.allow_methods, "GET, HEAD, POST");
+        assert!(c.allow_headers.is_none() && c.expose_value.is_none());
+        assert!(!c.credentials && !c.any_origin);
+        assert_eq!(c.max_age_value, "600");
+        let c = route("cors = { origins = [\"*\"], headers = [\"X-Trace\"] }")
+            .cors
+            .unwrap();
+        assert!(c.any_origin && c.origins.is_empty());
+        assert_eq!(c.allow_headers.unwrap(), "x-trace");
+    }
+}
