@@ -150,10 +150,11 @@ impl RouteLimiter {
         let decision = match shared.filter(|s| s.is_up()) {
             Some(s) => {
                 let bucket = self.redis_key(s.prefix(), bucket);
-                match s
-                    .admit(&bucket, self.local.interval(), self.local.tolerance())
-                    .await
-                {
+                // Boxed: the Redis call's future would otherwise size every
+                // request's future, limited or not, local or not.
+                let shared =
+                    Box::pin(s.admit(&bucket, self.local.interval(), self.local.tolerance())).await;
+                match shared {
                     Ok(d) => {
                         // Mirrored, so a fallback continues from this gateway's own
                         // history instead of a fresh budget (as limits/mod.rs does).
