@@ -579,3 +579,51 @@ fn explain_shows_a_routes_cors_policy() {
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn the_gateways_own_502_carries_the_allowance_too() {
+    let gw = Gateway::start(&cors_cfg(dead_addr()));
+    let (alice, _) = token_for(&gw, "alice").await;
+    let r = client()
+        .get(gw.url("/api/x"))
+        .header("Origin", APP)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some(APP));
+    assert!(varies_on_origin(&r));
+}
+
+#[tokio::test]
+async fn cors_credentials_do_not_exempt_an_origin_from_the_csrf_rule() {
+    use common::browser::form_sign_in;
+    for (allowed_origins, want) in [("[]", 403), (&*format!("[\"{APP}\"]"), 200)] {
+        let up = Upstream::start();
+        let mut cfg = cors_cfg(up.addr);
+        cfg.rest.push_str(&format!(
+            "\n[session]\ncookie = true\nallowed_origins = {allowed_origins}\n"
+        ));
+        let gw = Gateway::start(&cfg);
+        let (access, _) = form_sign_in(&gw, "alice").await;
+        let r = client()
+            .post(gw.url("/cred"))
+            .header("Origin", APP)
+            .header("Cookie", format!("__Host-authgate={access}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), want, "allowed_origins = {allowed_origins}");
+        // Either way the answer is readable by the allowed origin (it may learn of the refusal).
+        assert_eq!(h(&r, "access-control-allow-origin").as_deref(), Some(APP));
+        assert_eq!(
+            h(&r, "access-control-allow-credentials").as_deref(),
+            Some("true")
+        );
+        if want == 403 {
+            assert!(r.text().await.unwrap().contains("csrf_rejected"));
+            assert_eq!(up.count(), 0, "a CSRF-refused request was forwarded");
+        }
+    }
+}
