@@ -51,7 +51,9 @@ fn value() -> impl Strategy<Value = String> {
         Just("{}".to_string()),
         Just("{ a = 1 }".to_string()),
         Just("{ rate = \"1/sec\", burst = 0, per = \"x\" }".to_string()),
-        Just("{ origins = [\"*\", \"null\"], credentials = true, headers = [\"a b\"] }".to_string()),
+        Just(
+            "{ origins = [\"*\", \"null\"], credentials = true, headers = [\"a b\"] }".to_string()
+        ),
         Just("1979-05-27T07:32:00Z".to_string()),
         Just("nan".to_string()),
         any::<i64>().prop_map(|i| i.to_string()),
