@@ -128,6 +128,14 @@ def main(run_dir, out_md, chart_dat):
             ("authgate ES256 CPU/req ≤ 0.8× HAProxy ES256", "h", "d3", 0.8)):
         r, d = cpu_vs(a, b)
         target(name, r, lambda v, L=limit: v <= L, f"{cell(r, '{:.2f}')}×: {d}" if r is not None else d)
+    # Issue 20: like with like. (b2) is nginx doing authgate's bookkeeping; (j) is nginx
+    # with auth_request to authgate beside it, both processes' CPU, against (f) alone.
+    for name, a, b in (("authgate public CPU/req vs nginx with bookkeeping (e ÷ b2)", "e", "b2"),
+                       ("authgate required EdDSA vs nginx with bookkeeping (f ÷ b2)", "f", "b2"),
+                       ("nginx auth_request + authgate vs authgate proxying alone (j ÷ f)", "j", "f"),
+                       ("API key vs cached EdDSA token (k ÷ f)", "k", "f")):
+        r, d = cpu_vs(a, b)
+        targets.append(f"INFO  {name}: " + (f"{cell(r, '{:.2f}')}×: {d}" if r is not None else f"not measured: {d}"))
     ag = [i for i in ("e", "f", "g", "h") if i in med]   # the specified authgate cases
     short = {"e": "public", "f": "EdDSA", "g": "HS256", "h": "ES256"}
     for name, key, ok_fn, pick in (

@@ -37,6 +37,7 @@ P_UP=$BASE P_NGX=$((BASE + 1)) P_HAP=$((BASE + 2)) P_HS=$((BASE + 3)) P_RS=$((BA
 P_ES=$((BASE + 5)) P_AG_ED=$((BASE + 6)) P_AG_HS=$((BASE + 7)) P_AG_ES=$((BASE + 8))
 P_NGX_ALL=$((BASE + 9)) P_AG_ALL=$((BASE + 10))
 P_AG_IS=$((BASE + 11)) P_JWKS=$((BASE + 12))   # (i): authgate with an [[issuer]], its JWKS server
+P_NGX_BK=$((BASE + 13)) P_NGX_AR=$((BASE + 14))  # (b2) nginx with bookkeeping, (j) nginx auth_request
 export AUTHGATE_LOG=${AUTHGATE_LOG:-info}
 AG=${AUTHGATE_BIN:-$REPO/target/release/authgate}   # AUTHGATE_BIN: bench another build (implies SKIP_BUILD=1)
 [ -n "${AUTHGATE_BIN:-}" ] && SKIP_BUILD=1
@@ -316,10 +317,10 @@ nginx_pids() { # master + workers; the master binds before it forks, so wait for
     echo "$1" $kids
 }
 
-start_nginx() { # start_nginx NAME TEMPLATE PORT [UPSTREAM] [WORKERS] [CORES] : sets LAST_PID (master)
-    local name=$1 tpl=$2 port=$3 up=${4:-} workers=${5:-1} cores=${6:-0}
+start_nginx() { # start_nginx NAME TEMPLATE PORT [UPSTREAM] [WORKERS] [CORES] [AUTHGATE] : sets LAST_PID (master)
+    local name=$1 tpl=$2 port=$3 up=${4:-} workers=${5:-1} cores=${6:-0} ag=${7:-}
     mkdir -p "$RUN/$name-tmp"
-    fill "$tpl" "$RUN/$name.conf" NAME="$name" RUN="$RUN" PORT="$port" WORKERS="$workers" UPSTREAM="$up"
+    fill "$tpl" "$RUN/$name.conf" NAME="$name" RUN="$RUN" PORT="$port" WORKERS="$workers" UPSTREAM="$up" AUTHGATE="$ag"
     start_bg "$RUN/$name.out" taskset -c "$cores" nginx -p "$RUN" -e "$RUN/$name-error.log" -c "$RUN/$name.conf" -g 'daemon off;'
     wait_port "$port" "$LAST_PID" 10 || { log "$name did not start: $(tail -2 "$RUN/$name.out" "$RUN/$name-error.log" 2>/dev/null | tr '\n' ' ')"; return 1; }
 }
@@ -402,6 +403,25 @@ distinct_case() {
     run_case "$id" "$label" authgate "http://127.0.0.1:$port/protected" "@$f" "$AG_PID"
 }
 
+# api_key_case ID PORT CONFIG : SPEC §16 — the same instance and run as (f), a route taking
+# API keys, one key of a service account on every request: its CPU per request beside (f)'s
+# cached EdDSA token (a key must cost no more)
+api_key_case() {
+    local id=$1 port=$2 cfg=$3 label="authgate API key" key msg
+    if over_budget; then case_status "$id" "$label" authgate "skipped: time budget used up"; return 0; fi
+    if ! "$AG" -c "$cfg" users add bench-svc --service >"$RUN/$id-svc.log" 2>&1 \
+        || ! key=$("$AG" -c "$cfg" apikeys create bench-svc 2>>"$RUN/$id-svc.log"); then
+        case_status "$id" "$label" authgate "creating the key failed: $(tail -1 "$RUN/$id-svc.log")"; return 0
+    fi
+    # created while the gateway runs: known within revocation_poll (1s)
+    local i; for i in 1 2 3 4 5 6 7 8 9 10; do
+        msg=$(python3 "$BENCH/http_check.py" get "http://127.0.0.1:$port/keys" 200 --token "$key" --contains '"user":"bench-svc"') && break
+        sleep 0.5
+    done
+    [ "$i" -lt 10 ] || { case_status "$id" "$label" authgate "key refused: $msg"; return 0; }
+    run_case "$id" "$label" authgate "http://127.0.0.1:$port/keys" "$key" "$AG_PID"
+}
+
 # ================================================================= main
 mkdir -p "$RES"
 rm -rf "$RUN"; mkdir -p "$RUN"
@@ -418,8 +438,8 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((IDLE_CONNS + 1000)) ] \
     || { IDLE_CONNS=$(( $(ulimit -n) - 1000 )); log "fd limit $(ulimit -n): idle-connection test reduced to $IDLE_CONNS"; }
 
-for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES $P_NGX_ALL $P_AG_ALL $P_AG_IS $P_JWKS; do
-    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 13 ports)"
+for p in $P_UP $P_NGX $P_HAP $P_HS $P_RS $P_ES $P_AG_ED $P_AG_HS $P_AG_ES $P_NGX_ALL $P_AG_ALL $P_AG_IS $P_JWKS $P_NGX_BK $P_NGX_AR; do
+    port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE to another free range of 15 ports)"
 done
 
 # ---------------------------------------------------------------- 2. build authgate
@@ -478,6 +498,16 @@ else
     case_status b "nginx reverse proxy" peer "nginx did not start (see bench/run/proxy-error.log)"
 fi
 
+# (b2): nginx doing authgate's bookkeeping (access log with request id, X-Forwarded-*,
+# X-Request-Id), so the authgate rows can also be read against like work.
+if start_nginx proxy-bk "$BENCH/nginx-bookkeeping.conf.in" "$P_NGX_BK" "127.0.0.1:$P_UP"; then
+    NGX_PID=$LAST_PID; NGX_PIDS=($(nginx_pids "$NGX_PID"))
+    run_case b2 "nginx reverse proxy + bookkeeping" peer "http://127.0.0.1:$P_NGX_BK/public" "" "${NGX_PIDS[@]}"
+    stop_and_forget "$NGX_PID"
+else
+    case_status b2 "nginx reverse proxy + bookkeeping" peer "nginx did not start (see bench/run/proxy-bk-error.log)"
+fi
+
 if start_haproxy haproxy-plain "$BENCH/haproxy-plain.cfg.in" "$P_HAP"; then
     HAP_PID=$LAST_PID; log "HAProxy on :$P_HAP (pid $HAP_PID)"
     run_case c "HAProxy reverse proxy" peer "http://127.0.0.1:$P_HAP/public" "" "$HAP_PID"
@@ -512,6 +542,16 @@ if authgate_setup ag-eddsa "$P_AG_ED" EdDSA; then
     : >"$AG_LOGFILE"
     idle_mem e "$P_AG_ED" /public "$AG_PID"
     run_case f "authgate required, EdDSA" authgate "http://127.0.0.1:$P_AG_ED/protected" "$AG_TOKEN" "$AG_PID"
+    api_key_case k "$P_AG_ED" "$RUN/ag-eddsa/gateway.toml"
+    # (j): nginx auth_request to this instance's /authz/nginx (SPEC §15), both on core 0;
+    # the CPU per request is nginx's and authgate's together, beside (f).
+    if start_nginx proxy-ar "$BENCH/nginx-authreq.conf.in" "$P_NGX_AR" "127.0.0.1:$P_UP" 1 0 "127.0.0.1:$P_AG_ED"; then
+        AR_PID=$LAST_PID; AR_PIDS=($(nginx_pids "$AR_PID"))
+        run_case j "nginx auth_request + authgate, EdDSA" authgate "http://127.0.0.1:$P_NGX_AR/protected" "$AG_TOKEN" "${AR_PIDS[@]}" "$AG_PID"
+        stop_and_forget "$AR_PID"
+    else
+        case_status j "nginx auth_request + authgate, EdDSA" authgate "nginx did not start (see bench/run/proxy-ar-error.log)"
+    fi
     distinct_case f2 EdDSA "$P_AG_ED" "$RUN/ag-eddsa/data/signing-key.pem"
     stop_and_forget "$AG_PID"; AG_LOGFILE=""
     if over_budget; then echo '{"error": "skipped: time budget used up"}' >"$RUN/ready.json"
@@ -526,6 +566,7 @@ else
     [ -n "$AG_PID" ] && stop_and_forget "$AG_PID"; AG_LOGFILE=""
     case_status e "authgate public route" authgate "$AG_ERR"
     case_status f "authgate required, EdDSA" authgate "$AG_ERR"
+    case_status k "authgate API key" authgate "$AG_ERR"
     case_status f2 "authgate required, EdDSA, $((DISTINCT / 1000))k tokens" authgate "$AG_ERR"
     echo "{\"error\": $(python3 -c 'import json,sys; print(json.dumps(sys.argv[1]))' "$AG_ERR")}" >"$RUN/ready.json"
 fi

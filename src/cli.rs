@@ -49,6 +49,9 @@ pub enum Command {
     /// The user store as a whole.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// API keys of users and service accounts (SPEC §16).
+    #[command(subcommand)]
+    Apikeys(ApikeysCommand),
     /// Signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -59,12 +62,32 @@ pub enum Command {
     Explain {
         method: String,
         path: String,
+        /// The request's Host (default: none).
         #[arg(long)]
         host: Option<String>,
         /// Extra request header, `Name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Show what the forward-auth endpoints (SPEC §15) would answer a proxy in
+        /// front that describes this request, instead of what the proxy would do.
+        #[arg(long = "forward-auth")]
+        forward_auth: bool,
     },
+    /// Print the shell completion script to stdout (needs no config file).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the man page (roff) to stdout (needs no config file).
+    Man,
+}
+
+/// The shells `authgate completions` writes a script for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +98,9 @@ pub enum UsersCommand {
         /// Comma-separated roles.
         #[arg(long, default_value = "")]
         roles: String,
+        /// A service account: no password, never logs in, uses API keys.
+        #[arg(long)]
+        service: bool,
     },
     /// Remove a user and revoke their refresh tokens.
     Remove { name: String },
@@ -96,11 +122,34 @@ pub enum StoreCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ApikeysCommand {
+    /// Create a key for USER and print it once (only its hash is stored).
+    Create {
+        user: String,
+        /// Comma-separated roles, at most the user's (default: all of them).
+        #[arg(long)]
+        roles: Option<String>,
+        /// Lifetime, e.g. 90d (default: none).
+        #[arg(long)]
+        expires: Option<String>,
+        /// A label to tell keys apart.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List keys (all, or USER's): id, user, label, roles, created, expires, last used.
+    List { user: Option<String> },
+    /// Revoke a key by id (every gateway within identity.revocation_poll).
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum KeysCommand {
     /// Create a signing key (PKCS#8 PEM, mode 0600).
     Generate {
+        /// EdDSA, ES256 or RS256.
         #[arg(long)]
         alg: String,
+        /// The PEM file to write.
         #[arg(long)]
         out: PathBuf,
         /// Overwrite an existing file.

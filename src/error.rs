@@ -17,6 +17,9 @@ pub enum ApiError {
     InvalidCredentials,
     InvalidGrant,
     InsufficientScope,
+    /// SPEC §15: a forward-auth check refused outright (untrusted peer, a missing or
+    /// ambiguous description of the original request, no route): 403, never 200.
+    Forbidden(String),
     /// SPEC §12: a cookie-authenticated unsafe request from another origin.
     CsrfRejected,
     RegistrationClosed,
@@ -56,7 +59,9 @@ impl ApiError {
             MissingToken | InvalidToken(_) | InvalidCredentials | InvalidGrant => {
                 StatusCode::UNAUTHORIZED
             }
-            InsufficientScope | CsrfRejected | RegistrationClosed => StatusCode::FORBIDDEN,
+            InsufficientScope | Forbidden(_) | CsrfRejected | RegistrationClosed => {
+                StatusCode::FORBIDDEN
+            }
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             UserExists => StatusCode::CONFLICT,
@@ -83,6 +88,7 @@ impl ApiError {
             InvalidCredentials => "invalid_credentials",
             InvalidGrant => "invalid_grant",
             InsufficientScope => "insufficient_scope",
+            Forbidden(_) => "forbidden",
             CsrfRejected => "csrf_rejected",
             RegistrationClosed => "registration_closed",
             NotFound => "not_found",
@@ -111,6 +117,7 @@ impl ApiError {
             InvalidCredentials => "Invalid username or password".into(),
             InvalidGrant => "The refresh token is invalid, expired or already used".into(),
             InsufficientScope => "The access token lacks a claim this route requires".into(),
+            Forbidden(why) => format!("Refused: {why}"),
             CsrfRejected => "Cookie-authenticated requests from another origin are refused".into(),
             RegistrationClosed => "Registration is closed".into(),
             NotFound => "No route matches this request".into(),
@@ -228,6 +235,7 @@ mod tests {
             (ApiError::InvalidCredentials, 401, "invalid_credentials"),
             (ApiError::InvalidGrant, 401, "invalid_grant"),
             (ApiError::InsufficientScope, 403, "insufficient_scope"),
+            (ApiError::Forbidden("x".into()), 403, "forbidden"),
             (ApiError::CsrfRejected, 403, "csrf_rejected"),
             (ApiError::RegistrationClosed, 403, "registration_closed"),
             (ApiError::NotFound, 404, "not_found"),

@@ -38,7 +38,8 @@ pub struct Snapshot {
     /// SPEC §9: who is revoked since when; shared by every snapshot on one store
     /// (the server hands the same one to each reload) and filled by its poller.
     pub revocations: Arc<Revocations>,
-    /// Metrics (and the log label) per route, then per identity endpoint, then "none".
+    /// Metrics (and the log label) per route, then per identity endpoint, then
+    /// "none", then "forward_auth".
     pub route_metrics: Vec<RouteMetrics>,
 }
 
@@ -47,6 +48,8 @@ pub struct Snapshot {
 pub enum RouteRef {
     Route(usize),
     Endpoint(IdentityEndpoint),
+    /// SPEC §15: `{forward_auth.path}/nginx` or `/forward`.
+    ForwardAuth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,7 +105,7 @@ impl Snapshot {
                 None => r.path.clone(),
             })
             .chain([&p.register, &p.login, &p.refresh, &p.logout, &p.jwks].map(|s| s.to_string()))
-            .chain(["none".to_string()])
+            .chain(["none".to_string(), "forward_auth".to_string()])
             .map(|l| RouteMetrics::new(&l))
             .collect();
         Ok(Snapshot {
@@ -158,6 +161,7 @@ impl Snapshot {
                 }
             }
             None => n + 5,
+            Some(RouteRef::ForwardAuth) => n + 6,
         };
         &self.route_metrics[i]
     }

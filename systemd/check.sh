@@ -13,14 +13,16 @@
 #   only "the binary exists" is not.
 # Needs systemd-analyze >= 250 (--offline, --threshold); installs the systemd package
 # with apt-get when systemd-analyze is missing.
+# The Debian package's copy of the unit (packaging/deb.sh: binary in /usr/bin) is checked
+# the same way with AUTHGATE_UNIT=PATH AUTHGATE_INSTALLED_BIN=/usr/bin/authgate.
 set -euo pipefail
 
 MAX_EXPOSURE=2.0
-INSTALLED_BIN=/usr/local/bin/authgate
+INSTALLED_BIN=${AUTHGATE_INSTALLED_BIN:-/usr/local/bin/authgate}
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
-unit="$here/authgate.service"
+unit=${AUTHGATE_UNIT:-$here/authgate.service}
 
 fail() { echo "check.sh: FAIL: $*" >&2; exit 1; }
 

@@ -230,7 +230,9 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
             "route     {methods} {}{} -> {} (auth {}){note}",
             r.host.as_deref().unwrap_or(""),
             r.path,
-            config.upstream_of(r).name,
+            config
+                .upstream_of(r)
+                .map_or("(none: forward-auth checks only)", |u| u.name.as_str()),
             r.auth.name()
         );
     }

@@ -1,4 +1,6 @@
-//! `explain`: which route a request would take, and what would be done to it.
+//! `explain`: which route a request would take, and what would be done to it; with
+//! `--forward-auth`, what the forward-auth endpoints would answer a proxy in front
+//! that describes it (SPEC §15): the query cut off, refusals as 401/403.
 
 use super::*;
 
@@ -8,13 +10,42 @@ pub(super) fn explain(
     raw: &str,
     host: Option<String>,
     extra: &[String],
+    forward_auth: bool,
 ) -> anyhow::Result<ExitCode> {
     let config = load(path)?;
+    let fa = match (&config.forward_auth, forward_auth) {
+        (None, true) => bail!(
+            "{}: no [forward_auth] section: the forward-auth endpoints do not exist",
+            path.display()
+        ),
+        (fa, true) => fa.as_ref(),
+        (_, false) => None,
+    };
+    // What a refusal becomes: as received by a client of the proxy, or as the
+    // forward-auth endpoints shape it (only 401 and 403; fail closed).
+    let refused = |e: &crate::error::ApiError| {
+        let status = e.status().as_u16();
+        match fa {
+            Some(_) if status != 401 && status != 403 => {
+                format!(
+                    "refused   403 (fail closed; the proxy would see {status} {}): {}",
+                    e.code(),
+                    e.message()
+                )
+            }
+            _ => format!("refused   {status} {}: {}", e.code(), e.message()),
+        }
+    };
     let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes())
         .map_err(|_| anyhow!("{method:?} is not an HTTP method"))?;
     let (raw_path, query) = match raw.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (raw, None),
+    };
+    // SPEC §15: the described URI's query (and any fragment) takes no part.
+    let raw_path = match fa {
+        Some(_) => raw_path.split('#').next().unwrap_or(raw_path),
+        None => raw_path,
     };
     let mut headers = HeaderMap::new();
     for h in extra {
@@ -31,6 +62,13 @@ pub(super) fn explain(
         "request   {method} {raw} (host: {})",
         host.as_deref().unwrap_or("-")
     );
+    if let Some(fa) = fa {
+        println!(
+            "asked     as {p}/nginx (X-Original-Method/-URI) or {p}/forward (X-Forwarded-Method/-Uri/-Host/-Proto), \
+             by a peer in forward_auth.trusted (anyone else → 403); the query takes no part",
+            p = fa.path
+        );
+    }
     // The same order of checks as edge::dispatch, so that explain agrees with the proxy.
     if headers
         .get_all(http::header::AUTHORIZATION)
@@ -38,13 +76,17 @@ pub(super) fn explain(
         .nth(1)
         .is_some()
     {
-        println!("refused   400 invalid_request: more than one Authorization header");
+        let e = crate::error::ApiError::InvalidRequest("more than one Authorization header".into());
+        println!("{}", refused(&e));
         return Ok(ExitCode::SUCCESS);
     }
     let canon = match normalize_path(raw_path) {
         Ok(p) => p,
         Err(e) => {
-            println!("refused   400 invalid_request: {e}");
+            println!(
+                "{}",
+                refused(&crate::error::ApiError::InvalidRequest(e.to_string()))
+            );
             return Ok(ExitCode::SUCCESS);
         }
     };
@@ -56,18 +98,21 @@ pub(super) fn explain(
             " (normalised)"
         }
     );
-    if let Some(ep) = config.identity_endpoint(&canon) {
+    if let Some(ep) = config.identity_endpoint(&canon).filter(|_| fa.is_none()) {
         println!("answered  by the gateway itself: {ep:?} endpoint (never forwarded)");
         return Ok(ExitCode::SUCCESS);
     }
     let router = Router::new(&config);
     let Some((i, route)) = router.find(host.as_deref(), &method, &canon) else {
-        println!("refused   404 not_found: no route matches (never forwarded)");
+        match fa {
+            Some(_) => println!("refused   403 forbidden: no route matches the original request"),
+            None => println!("refused   404 not_found: no route matches (never forwarded)"),
+        }
         return Ok(ExitCode::SUCCESS);
     };
     let up = config.upstream_of(route);
     println!(
-        "route     route[{i}] {}{} (methods {}) -> upstream {:?}",
+        "route     route[{i}] {}{} (methods {}) -> {}",
         route.host.as_deref().unwrap_or(""),
         route.path,
         route
@@ -75,7 +120,9 @@ pub(super) fn explain(
             .as_ref()
             .map(|m| m.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(","))
             .unwrap_or_else(|| "any".into()),
-        up.name
+        up.map_or("no upstream (forward-auth checks only)".to_string(), |u| {
+            format!("upstream {:?}", u.name)
+        })
     );
     let policy = match route.auth {
         AuthMode::Required => {
@@ -126,6 +173,7 @@ pub(super) fn explain(
             }
         );
     }
+    let mut credentials_refused = false;
     let token = match route.auth {
         AuthMode::Public => None,
         // SPEC §12: the header wins; without one, the session cookie stands in.
@@ -135,12 +183,8 @@ pub(super) fn explain(
         }) {
             Ok(t) => t,
             Err(e) => {
-                println!(
-                    "refused   {} {}: {}",
-                    e.status().as_u16(),
-                    e.code(),
-                    e.message()
-                );
+                println!("{}", refused(&e));
+                credentials_refused = true;
                 None
             }
         },
@@ -159,6 +203,9 @@ pub(super) fn explain(
             "issuers   {} (a token's iss chooses; any other issuer → 401 invalid_token)",
             names.join(", ")
         );
+    }
+    if fa.is_some() && token.is_none() && !credentials_refused && route.auth == AuthMode::Required {
+        println!("{}", refused(&crate::error::ApiError::MissingToken));
     }
     if let Some(t) = token {
         match offline_verifier(&config).and_then(|v| verify_now(&v, t)) {
@@ -181,17 +228,26 @@ pub(super) fn explain(
             Ok(Ok(_)) => {
                 println!("refused   403 insufficient_scope: the token lacks a required claim")
             }
-            Ok(Err(e)) => {
-                let e = crate::error::ApiError::from(e);
-                println!(
-                    "refused   {} {}: {}",
-                    e.status().as_u16(),
-                    e.code(),
-                    e.message()
-                )
-            }
+            Ok(Err(e)) => println!("{}", refused(&crate::error::ApiError::from(e))),
             Err(e) => println!("token     cannot be checked: {e}"),
         }
+    }
+    if fa.is_some() {
+        let mut names = vec![config.forward.identity_header.to_string()];
+        names.extend(
+            config
+                .forward
+                .claim_headers
+                .iter()
+                .map(|(h, _)| h.to_string()),
+        );
+        println!(
+            "answers   200 with Cache-Control: no-store and, for an authenticated caller on a \
+             non-public route, {} for the proxy to copy; a refusal is 401 (nginx: with Location \
+             for a browser navigation when the sign-in page is on; forward: 302) or 403",
+            names.join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
     }
     let rules = HeaderRules::new(&config.forward, &config.server.trusted_proxies);
     let removed = rules.removed(&headers);
@@ -250,8 +306,15 @@ pub(super) fn explain(
     println!("injects   {}", injected.join(", "));
     let fwd_path = route.forwarded_path(&canon);
     let q = query.map(|q| format!("?{q}")).unwrap_or_default();
-    for t in &up.targets {
-        println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
+    match up {
+        Some(up) => {
+            for t in &up.targets {
+                println!("forwards  {method} {}://{t}{fwd_path}{q}", up.scheme());
+            }
+        }
+        None => {
+            println!("refused   404 not_found when proxied: the route has no upstream (SPEC §15)")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

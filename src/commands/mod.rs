@@ -1,7 +1,9 @@
 //! What each CLI command does, one file per command. `main` prints the error,
 //! if any, as one line.
 
+mod apikeys;
 mod check;
+mod docs;
 mod explain;
 mod serve;
 mod store;
@@ -38,6 +40,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Demo => serve(&cli.config, cli.log_format, true),
         Command::Check => check(&path),
         Command::Users(u) => users(&path, u),
+        Command::Apikeys(a) => apikeys::apikeys(&path, a),
         Command::Store(StoreCommand::Copy { from, to }) => store::copy(&from, &to),
         Command::Keys(KeysCommand::Generate { alg, out, force }) => {
             let alg = Algorithm::parse(&alg)
@@ -53,7 +56,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             path: req_path,
             host,
             headers,
-        } => explain(&path, &method, &req_path, host, &headers),
+            forward_auth,
+        } => explain(&path, &method, &req_path, host, &headers, forward_auth),
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man => docs::man(),
     }
 }
 

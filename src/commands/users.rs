@@ -65,17 +65,29 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
         crate::identity::username::normalize_username(n).map_err(|e| anyhow!(e.message()))
     };
     match cmd {
-        UsersCommand::Add { name: n, roles } => {
+        UsersCommand::Add {
+            name: n,
+            roles,
+            service,
+        } => {
             let n = name(&n)?;
             let roles = parse_roles(&roles)?;
-            let pw = read_password("Password: ")?;
-            check_len(&pw)?;
-            let hash = crate::identity::passwords::hash_now(id.password_hash, &pw)?;
+            let hash = if service {
+                // SPEC §16: no password at all, so no prompt.
+                crate::store::SERVICE_PASSWORD_HASH.to_string()
+            } else {
+                let pw = read_password("Password: ")?;
+                check_len(&pw)?;
+                crate::identity::passwords::hash_now(id.password_hash, &pw)?
+            };
             store.create_user(&n, &hash, &roles).map_err(|e| match e {
                 crate::store::StoreError::Conflict => anyhow!("user {n:?} already exists"),
                 other => anyhow!(other),
             })?;
-            println!("added {n}");
+            println!(
+                "added {n}{}",
+                if service { " (service account)" } else { "" }
+            );
         }
         UsersCommand::Remove { name: n } => {
             let n = name(&n)?;
@@ -96,8 +108,12 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
         }
         UsersCommand::SetPassword { name: n } => {
             let n = name(&n)?;
-            if store.get_user(&n)?.is_none() {
-                bail!("no user {n:?}");
+            match store.get_user(&n)? {
+                None => bail!("no user {n:?}"),
+                Some(u) if u.service => {
+                    bail!("{n:?} is a service account: it has no password (use API keys)")
+                }
+                Some(_) => {}
             }
             let pw = read_password("New password: ")?;
             check_len(&pw)?;

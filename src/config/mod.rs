@@ -79,6 +79,56 @@ pub struct Config {
     pub session: Session,
     /// `[[issuer]]`: external identity providers (SPEC §10), in file order.
     pub issuers: Vec<IssuerConfig>,
+    /// `[forward_auth]` (SPEC §15); `None` when the section is absent.
+    pub forward_auth: Option<ForwardAuth>,
+    /// `[api_keys]` (SPEC §16).
+    pub api_keys: ApiKeys,
+}
+
+/// `[api_keys]` (SPEC §16): off by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApiKeys {
+    pub enabled: bool,
+    /// Where a key is presented: `None` for `Authorization: Bearer agk_...`,
+    /// else a header of its own (e.g. `X-API-Key`) carrying the key itself.
+    pub header: Option<HeaderName>,
+}
+
+/// SPEC §16: which credentials a route accepts (`credentials = [...]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Credentials {
+    /// Bearer tokens and the session cookie.
+    pub token: bool,
+    pub api_key: bool,
+}
+
+impl Default for Credentials {
+    fn default() -> Credentials {
+        Credentials {
+            token: true,
+            api_key: false,
+        }
+    }
+}
+
+/// `[forward_auth]` (SPEC §15): a proxy in front asks whether a request may pass.
+/// Only present when the section is: no endpoint appears on a gateway that did not
+/// ask for one (it would shadow a route at that path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuth {
+    /// Canonical, no trailing `/`: the endpoints are `{path}/nginx` and `{path}/forward`.
+    pub path: String,
+    /// Peers whose description of the original request is believed.
+    pub trusted: Vec<Cidr>,
+}
+
+/// Which forward-auth dialect an endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthKind {
+    /// nginx `auth_request`: `X-Original-Method`/`-URI`; answers only 200, 401, 403.
+    Nginx,
+    /// Traefik ForwardAuth, Caddy `forward_auth`: `X-Forwarded-Method`/`-Uri`/...
+    Forward,
 }
 
 /// `[session]` (SPEC §12): browser sessions. Off by default.
@@ -228,6 +278,8 @@ pub struct Forward {
     pub identity_header: HeaderName,
     /// (header, claim), in file order.
     pub claim_headers: Vec<(HeaderName, String)>,
+    /// Optional: names who vouched for the caller (`apikey` for API keys, SPEC §16).
+    pub issuer_header: Option<HeaderName>,
 }
 
 #[derive(Debug, Clone)]
@@ -292,8 +344,9 @@ impl AuthMode {
 pub struct Route {
     /// Canonical segment prefix: starts with `/`, no trailing `/` (except `/` itself).
     pub path: String,
-    /// Index into `Config::upstreams`.
-    pub upstream: usize,
+    /// Index into `Config::upstreams`; `None`: the route only answers forward-auth
+    /// checks (SPEC §15), and a request proxied to it is 404.
+    pub upstream: Option<usize>,
     pub auth: AuthMode,
     pub methods: Option<Vec<Method>>,
     /// Lowercase; `*.example.com` matches one or more labels.
@@ -303,6 +356,8 @@ pub struct Route {
     pub strip_prefix: bool,
     /// SPEC §10: the issuers whose tokens this route accepts; `None`: all configured.
     pub issuers: Option<Vec<IssuerRef>>,
+    /// SPEC §16: tokens, API keys, or both.
+    pub credentials: Credentials,
     /// SPEC §17: checked after authentication.
     pub rate_limit: Option<RouteLimit>,
     /// SPEC §17: answered and applied at the edge.
@@ -364,8 +419,8 @@ impl Config {
         Self::load_str(&text, &origin, &base)
     }
 
-    pub fn upstream_of(&self, route: &Route) -> &Upstream {
-        &self.upstreams[route.upstream]
+    pub fn upstream_of(&self, route: &Route) -> Option<&Upstream> {
+        route.upstream.map(|u| &self.upstreams[u])
     }
 
     /// The gateway's own endpoints: they win over routes (SPEC §8).
@@ -386,6 +441,19 @@ impl Config {
             Some(IdentityEndpoint::Jwks)
         } else {
             None
+        }
+    }
+}
+
+impl Config {
+    /// `{forward_auth.path}/nginx` or `/forward`: answered by the gateway itself,
+    /// before routes, like the identity endpoints (SPEC §15).
+    pub fn forward_auth_endpoint(&self, path: &str) -> Option<ForwardAuthKind> {
+        let rest = path.strip_prefix(self.forward_auth.as_ref()?.path.as_str())?;
+        match rest {
+            "/nginx" => Some(ForwardAuthKind::Nginx),
+            "/forward" => Some(ForwardAuthKind::Forward),
+            _ => None,
         }
     }
 }

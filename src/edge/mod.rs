@@ -1,7 +1,11 @@
 //! Per-request entry: request id, header limits, path normalisation, dispatch
-//! to an identity endpoint or a route, auth policy, access log and metrics.
+//! to an identity endpoint, a forward-auth endpoint or a route (the decision
+//! itself is `decide`, shared with forward-auth), access log and metrics.
 
+pub mod api_key;
 pub mod cors;
+pub mod decide;
+mod forward_auth;
 pub mod normalize;
 pub mod route_limit;
 
@@ -40,6 +44,12 @@ struct Trace {
     cors: Option<(usize, Option<HeaderValue>)>,
     /// SPEC §17: `RateLimit-Policy` and `RateLimit` of a limited route.
     rate: Option<route_limit::Headers>,
+}
+
+/// SPEC §17: remembers a CORS route and the request's origin when it is allowed.
+fn note_cors(rt: &Snapshot, index: usize, h: &HeaderMap) -> Option<(usize, Option<HeaderValue>)> {
+    let c = rt.router.routes().get(index)?.cors.as_ref()?;
+    Some((index, cors::allowed_origin(c, h)))
 }
 
 /// SPEC §17: the route's CORS answer and rate-limit headers go on whatever the
@@ -104,9 +114,14 @@ pub async fn authorize(
         // A public route never looks at tokens, and never sets identity headers.
         return Ok(None);
     }
+    let bearer = bearer(h)?;
+    // SPEC §16: a presented API key decides alone (never falls back to a token).
+    if let Some(key) = api_key::presented(&rt.config.api_keys, h, bearer)? {
+        return api_key::authorize(rt, route, key).map(Some);
+    }
     // SPEC §12: the session cookie stands in for a bearer token, but only when
     // there is no Authorization header at all.
-    let token = match bearer(h)? {
+    let token = match bearer {
         Some(t) => t,
         None => match session::access_cookie(&rt.config.session, h)? {
             Some(t) => t,
@@ -114,6 +129,11 @@ pub async fn authorize(
             None => return Err(ApiError::MissingToken),
         },
     };
+    if !route.credentials.token {
+        return Err(ApiError::InvalidToken(
+            "this route accepts only API keys".into(),
+        ));
+    }
     let v = rt.verifier.verify(token).await?;
     // SPEC §10: a route's `issuers` limits which issuers' tokens it accepts.
     if let Some(allowed) = &route.issuers {
@@ -295,49 +315,57 @@ async fn dispatch(
         trace.user = user;
         return Ok(resp);
     }
+    if let Some(kind) = rt.config.forward_auth_endpoint(path) {
+        // SPEC §15: answered here, like the identity endpoints; never forwarded.
+        return forward_auth::answer(rt, conn, kind, &req, trace).await;
+    }
     let host = request_host(&req);
     // SPEC §17: a CORS preflight is answered here, before authentication.
     if let Some((idx, resp)) = cors::preflight(rt, host, path, &req) {
         trace.route = Some(RouteRef::Route(idx));
         return Ok(resp);
     }
-    let (idx, route) = rt
-        .router
-        .find(host, req.method(), path)
-        .ok_or(ApiError::NotFound)?;
-    trace.route = Some(RouteRef::Route(idx));
-    if let Some(c) = &route.cors {
-        trace.cors = Some((idx, cors::allowed_origin(c, req.headers())));
-    }
-    let sessions = &rt.config.session;
-    // SPEC §12: a request authenticated by the session cookie obeys the CSRF rule
-    // when its method is unsafe or it opens a WebSocket.
-    if route.auth != AuthMode::Public
-        && session::needs_csrf_check(req.method(), crate::proxy::is_websocket(&req))
-        && session::access_cookie(sessions, req.headers())?.is_some()
-    {
-        crate::identity::cookies::csrf(rt, &req, conn)?;
-    }
-    let identity = match authorize(rt, route, req.headers()).await {
-        // SPEC §12: a browser navigation without a valid session goes to the
-        // sign-in page; API clients keep the 401.
-        Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
-            if sessions.login_page
-                && route.auth == AuthMode::Required
-                && !req.headers().contains_key(AUTHORIZATION)
-                && session::is_navigation(req.method(), req.headers()) =>
-        {
-            if let Some(reason) = e.auth_failure_reason() {
+    let ask = decide::Ask {
+        host,
+        method: req.method(),
+        path,
+        headers: req.headers(),
+        websocket: crate::proxy::is_websocket(&req),
+        tls: conn.tls,
+        peer: conn.peer.ip(),
+        described: false,
+    };
+    let decide::Allowed {
+        index,
+        route,
+        identity,
+    } = match decide::decide(rt, &ask).await {
+        Ok(a) => a,
+        Err(decide::Refused::NoRoute) => return Err(ApiError::NotFound),
+        Err(decide::Refused::Denied { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            trace.cors = note_cors(rt, index, req.headers());
+            return Err(error);
+        }
+        Err(decide::Refused::SignIn { index, error }) => {
+            trace.route = Some(RouteRef::Route(index));
+            trace.cors = note_cors(rt, index, req.headers());
+            if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
             let login = &rt.config.identity.paths.login;
             return Ok(session::login_redirect(login, path, req.uri().query()));
         }
-        r => r?,
+    };
+    trace.route = Some(RouteRef::Route(index));
+    trace.cors = note_cors(rt, index, req.headers());
+    // SPEC §15: a route without an upstream only answers forward-auth checks.
+    let Some(upstream_index) = route.upstream else {
+        return Err(ApiError::NotFound);
     };
     trace.caller = identity.clone();
     // SPEC §17: after authentication, so a limit can count per user.
-    match route_limit::check(rt, idx, identity.as_deref(), conn, req.headers()).await {
+    match route_limit::check(rt, index, identity.as_deref(), conn, req.headers()).await {
         Ok(h) => trace.rate = h,
         Err((e, h)) => {
             trace.rate = Some(h);
@@ -351,7 +379,7 @@ async fn dispatch(
         Some(_) => host.and_then(|h| HeaderValue::from_str(h).ok()),
         None => req.headers().get(HOST).cloned(),
     };
-    let upstream = &rt.upstreams[route.upstream];
+    let upstream = &rt.upstreams[upstream_index];
     let out = Outgoing {
         upstream,
         rules: &rt.rules,
@@ -367,10 +395,12 @@ async fn dispatch(
     };
     // SPEC §12: the session cookies never reach a backend.
     session::strip_cookies(req.headers_mut());
-    trace.upstream = Some((route.upstream, None));
+    // SPEC §16: nor does an API key.
+    api_key::strip(&rt.config.api_keys, req.headers_mut());
+    trace.upstream = Some((upstream_index, None));
     match forward(out, req).await {
         Ok((resp, target)) => {
-            trace.upstream = Some((route.upstream, Some(target)));
+            trace.upstream = Some((upstream_index, Some(target)));
             Ok(resp)
         }
         Err(e) => {

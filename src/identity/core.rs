@@ -105,7 +105,11 @@ pub(crate) async fn authenticate(
         .passwords
         .verify(
             password.clone(),
-            user.as_ref().map(|u| u.password_hash.clone()),
+            // SPEC §16: a service account never logs in. It is refused like an
+            // unknown name, after the same dummy hash, so timing tells nothing.
+            user.as_ref()
+                .filter(|u| !u.service)
+                .map(|u| u.password_hash.clone()),
         )
         .await?;
     let user = match (ok, user) {

@@ -50,6 +50,12 @@ impl HeaderRules {
                 .iter()
                 .map(|(h, _)| h.as_str().replace('_', "-")),
         );
+        protected.extend(
+            forward
+                .issuer_header
+                .iter()
+                .map(|h| h.as_str().replace('_', "-")),
+        );
         HeaderRules {
             protected,
             trusted: trusted.to_vec(),
@@ -245,6 +251,7 @@ mod tests {
         let f = Forward {
             identity_header: HeaderName::from_static("x-user"),
             claim_headers: vec![(HeaderName::from_static("x-user-roles"), "roles".into())],
+            issuer_header: None,
         };
         let t: Vec<Cidr> = trusted.iter().map(|s| Cidr::parse(s).unwrap()).collect();
         HeaderRules::new(&f, &t)

@@ -1,5 +1,7 @@
 //! `authgate store copy FROM TO` (SPEC §9): users (hashes, roles, creation
-//! time), live refresh tokens and revocations, from one store to another.
+//! time), live refresh tokens, revocations and API keys (SPEC §16: their hashes,
+//! revoked ones too, so a revocation is never undone by a copy), from one store
+//! to another.
 //!
 //! Idempotent by construction: every row is inserted only when absent (a
 //! revocation only when it moves the not-before later), so a second run writes
@@ -20,6 +22,7 @@ pub struct CopyReport {
     pub users: Counts,
     pub refresh_tokens: Counts,
     pub revocations: Counts,
+    pub api_keys: Counts,
 }
 
 impl std::fmt::Display for CopyReport {
@@ -34,7 +37,8 @@ impl std::fmt::Display for CopyReport {
         };
         line(f, "users", self.users)?;
         line(f, "refresh tokens", self.refresh_tokens)?;
-        line(f, "revocations", self.revocations)
+        line(f, "revocations", self.revocations)?;
+        line(f, "api keys", self.api_keys)
     }
 }
 
@@ -59,6 +63,12 @@ pub fn copy(from: &dyn UserStore, to: &dyn UserStore, now: u64) -> Result<CopyRe
         r.revocations.seen += 1;
         if to.import_revocation(&v)? {
             r.revocations.copied += 1;
+        }
+    }
+    for k in from.list_api_keys(None)? {
+        r.api_keys.seen += 1;
+        if to.import_api_key(&k)? {
+            r.api_keys.copied += 1;
         }
     }
     Ok(r)

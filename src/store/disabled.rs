@@ -2,7 +2,7 @@
 //! SPEC §10): nothing is stored, every call says so, and readiness does not depend on it.
 //! The identity endpoints are not served then, so no request reaches these calls.
 
-use super::{RefreshRow, Revocation, Rotation, StoreError, User, UserStore};
+use super::{ApiKeyRow, RefreshRow, Revocation, Rotation, StoreError, User, UserStore};
 
 pub struct Disabled;
 
@@ -62,5 +62,24 @@ impl UserStore for Disabled {
     /// Nothing to reach: a gateway without a store is ready as far as the store goes.
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    fn create_api_key(&self, _: &ApiKeyRow) -> Result<(), StoreError> {
+        off()
+    }
+    fn list_api_keys(&self, _: Option<&str>) -> Result<Vec<ApiKeyRow>, StoreError> {
+        off()
+    }
+    fn revoke_api_key(&self, _: &str, _: u64) -> Result<bool, StoreError> {
+        off()
+    }
+    /// No users, so no keys: the key poll finds nothing, quietly.
+    fn api_keys_since(&self, _: u64) -> Result<Vec<ApiKeyRow>, StoreError> {
+        Ok(Vec::new())
+    }
+    fn touch_api_keys(&self, _: &[(String, u64)]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn import_api_key(&self, _: &ApiKeyRow) -> Result<bool, StoreError> {
+        off()
     }
 }

@@ -1,4 +1,4 @@
-//! The user store: users, roles, refresh tokens and revocations. One trait;
+//! The user store: users, roles, refresh tokens, revocations and API keys. One trait;
 //! SQLite is the embedded default, PostgreSQL the shared one (SPEC §9).
 //!
 //! Calls block. Async callers run them on `spawn_blocking`, never on an event-loop
@@ -22,6 +22,33 @@ pub struct User {
     pub password_hash: String,
     pub roles: Vec<String>,
     pub created_at: u64,
+    /// SPEC §16: a service account has no password and never logs in; its
+    /// `password_hash` is [`SERVICE_PASSWORD_HASH`], which no password verifies.
+    pub service: bool,
+}
+
+/// The password hash of a service account: not a PHC string, so it can never
+/// verify, and `create_user` with it marks the row `service`.
+pub const SERVICE_PASSWORD_HASH: &str = "!service-account";
+
+/// SPEC §16: an API key as stored. Only the SHA-256 of its secret is kept.
+/// Times are Unix milliseconds (a key may expire seconds after creation, and its
+/// creation instant is compared with revocation not-befores, which are in ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRow {
+    pub id: String,
+    pub username: String,
+    pub label: String,
+    /// Lowercase hex SHA-256 of the secret's 32 bytes.
+    pub key_hash: String,
+    pub roles: Vec<String>,
+    pub created_at: u64,
+    pub expires_at: Option<u64>,
+    pub revoked_at: Option<u64>,
+    pub last_used_at: Option<u64>,
+    /// When the row last changed (store clock): gateways poll changes since a time.
+    /// Recording a last use does not count as a change.
+    pub updated_ms: u64,
 }
 
 /// A refresh token as stored (only its SHA-256), for `store copy`.
@@ -110,6 +137,18 @@ pub trait UserStore: Send + Sync {
     /// Keeps the later of the two not-befores; true when the row changed.
     fn import_revocation(&self, r: &Revocation) -> Result<bool, StoreError>;
     fn ping(&self) -> Result<(), StoreError>;
+    /// SPEC §16: stores a new key; `Conflict` if the id exists.
+    fn create_api_key(&self, key: &ApiKeyRow) -> Result<(), StoreError>;
+    /// Every key, or one user's, ordered by user then creation.
+    fn list_api_keys(&self, username: Option<&str>) -> Result<Vec<ApiKeyRow>, StoreError>;
+    /// Marks a key revoked; false when no live key has that id.
+    fn revoke_api_key(&self, id: &str, now_ms: u64) -> Result<bool, StoreError>;
+    /// Keys whose row changed after `after_ms` (store clock), for the gateways' poll.
+    fn api_keys_since(&self, after_ms: u64) -> Result<Vec<ApiKeyRow>, StoreError>;
+    /// Records last uses `(id, ms)` in one batch; never moves `updated_ms`.
+    fn touch_api_keys(&self, uses: &[(String, u64)]) -> Result<(), StoreError>;
+    /// `store copy`: inserts unless present; true when something was written.
+    fn import_api_key(&self, key: &ApiKeyRow) -> Result<bool, StoreError>;
 }
 
 /// How a shared store is reached: `identity.store_pool`, `identity.store_timeout`.

@@ -19,8 +19,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use tokio_postgres::error::SqlState;
 
 use super::{
-    pg_tls, roles_from_text, roles_to_text, RefreshRow, Revocation, Rotation, StoreError,
-    StoreOptions, User, UserStore,
+    pg_tls, roles_from_text, roles_to_text, ApiKeyRow, RefreshRow, Revocation, Rotation,
+    StoreError, StoreOptions, User, UserStore, SERVICE_PASSWORD_HASH,
 };
 
 /// The schema this binary knows. A database at a higher version is refused.
@@ -48,7 +48,84 @@ const MIGRATIONS: &[&str] = &[
         updated_ms BIGINT NOT NULL
      );
      CREATE INDEX revocations_updated ON revocations(updated_ms);",
+    // v4 (after OIDC's v3): SPEC §16 API keys
+    "ALTER TABLE users ADD COLUMN service BOOLEAN NOT NULL DEFAULT false;
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        key_hash TEXT NOT NULL,
+        roles TEXT NOT NULL DEFAULT '',
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT,
+        revoked_at BIGINT,
+        last_used_at BIGINT,
+        updated_ms BIGINT NOT NULL
+     );
+     CREATE INDEX api_keys_username ON api_keys(username);
+     CREATE INDEX api_keys_updated ON api_keys(updated_ms);",
 ];
+
+const KEY_COLUMNS: &str = "id, username, label, key_hash, roles, created_at, expires_at, revoked_at, last_used_at, updated_ms";
+
+fn key_of(r: &tokio_postgres::Row) -> ApiKeyRow {
+    let opt = |v: Option<i64>| v.map(|x| x as u64);
+    ApiKeyRow {
+        id: r.get(0),
+        username: r.get(1),
+        label: r.get(2),
+        key_hash: r.get(3),
+        roles: roles_from_text(r.get::<_, &str>(4)),
+        created_at: r.get::<_, i64>(5) as u64,
+        expires_at: opt(r.get(6)),
+        revoked_at: opt(r.get(7)),
+        last_used_at: opt(r.get(8)),
+        updated_ms: r.get::<_, i64>(9) as u64,
+    }
+}
+
+/// SPEC §16: `users revoke`/`remove` end the user's keys in their transaction.
+async fn end_keys_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    username: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "UPDATE api_keys SET revoked_at = $2, updated_ms = {DB_NOW_MS}
+             WHERE username = $1 AND revoked_at IS NULL"
+        ),
+        &[&username, &(now_ms as i64)],
+    )
+    .await
+    .map_err(pg_err)?;
+    Ok(())
+}
+
+async fn insert_key(c: &Object, k: &ApiKeyRow, or_ignore: bool) -> Result<u64, StoreError> {
+    let opt = |v: Option<u64>| v.map(|x| x as i64);
+    let roles = roles_to_text(&k.roles);
+    let sql = format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, {DB_NOW_MS}){}",
+        if or_ignore { " ON CONFLICT (id) DO NOTHING" } else { "" }
+    );
+    c.execute(
+        &sql,
+        &[
+            &k.id,
+            &k.username,
+            &k.label,
+            &k.key_hash,
+            &roles,
+            &(k.created_at as i64),
+            &opt(k.expires_at),
+            &opt(k.revoked_at),
+            &opt(k.last_used_at),
+        ],
+    )
+    .await
+    .map_err(pg_err)
+}
 
 /// `pg_advisory_xact_lock` key for migrations ("authgate" in ASCII, truncated).
 const MIGRATION_LOCK: i64 = 0x6175_7468_6761_7465;
@@ -102,6 +179,7 @@ fn user_of(r: &tokio_postgres::Row) -> User {
         password_hash: r.get(1),
         roles: roles_from_text(r.get::<_, &str>(2)),
         created_at: r.get::<_, i64>(3) as u64,
+        service: r.get(4),
     }
 }
 
@@ -263,13 +341,14 @@ impl UserStore for PostgresStore {
     ) -> Result<(), StoreError> {
         let roles = roles_to_text(roles);
         let now = crate::clock::now_secs() as i64;
+        let service = password_hash == SERVICE_PASSWORD_HASH;
         self.run(async |c| {
             // The primary key decides: of N concurrent registrations one inserts.
             let st = c
-                .prepare_cached("INSERT INTO users (username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4)")
+                .prepare_cached("INSERT INTO users (username, password_hash, roles, created_at, service) VALUES ($1, $2, $3, $4, $5)")
                 .await
                 .map_err(pg_err)?;
-            c.execute(&st, &[&username, &password_hash, &roles, &now])
+            c.execute(&st, &[&username, &password_hash, &roles, &now, &service])
                 .await
                 .map_err(pg_err)?;
             Ok(())
@@ -279,7 +358,7 @@ impl UserStore for PostgresStore {
     fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
         self.run(async |c| {
             let st = c
-                .prepare_cached("SELECT username, password_hash, roles, created_at FROM users WHERE username = $1")
+                .prepare_cached("SELECT username, password_hash, roles, created_at, service FROM users WHERE username = $1")
                 .await
                 .map_err(pg_err)?;
             let row = c.query_opt(&st, &[&username]).await.map_err(pg_err)?;
@@ -325,6 +404,7 @@ impl UserStore for PostgresStore {
             if n > 0 {
                 revoke_in(&tx, username, now_ms).await?;
             }
+            end_keys_in(&tx, username, now_ms).await?;
             tx.execute(
                 "DELETE FROM refresh_tokens WHERE username = $1",
                 &[&username],
@@ -340,7 +420,7 @@ impl UserStore for PostgresStore {
         self.run(async |c| {
             let rows = c
                 .query(
-                    "SELECT username, password_hash, roles, created_at FROM users ORDER BY username",
+                    "SELECT username, password_hash, roles, created_at, service FROM users ORDER BY username",
                     &[],
                 )
                 .await
@@ -476,6 +556,7 @@ impl UserStore for PostgresStore {
         self.run(async |c| {
             let tx = c.transaction().await.map_err(pg_err)?;
             revoke_in(&tx, username, now_ms).await?;
+            end_keys_in(&tx, username, now_ms).await?;
             tx.commit().await.map_err(pg_err)
         })
     }
@@ -528,9 +609,9 @@ impl UserStore for PostgresStore {
         self.run(async |c| {
             let n = c
                 .execute(
-                    "INSERT INTO users (username, password_hash, roles, created_at) VALUES ($1, $2, $3, $4)
+                    "INSERT INTO users (username, password_hash, roles, created_at, service) VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (username) DO NOTHING",
-                    &[&u.username, &u.password_hash, &roles, &created],
+                    &[&u.username, &u.password_hash, &roles, &created, &u.service],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -577,5 +658,76 @@ impl UserStore for PostgresStore {
             c.simple_query("SELECT 1").await.map_err(pg_err)?;
             Ok(())
         })
+    }
+
+    fn create_api_key(&self, k: &ApiKeyRow) -> Result<(), StoreError> {
+        self.run(async |c| insert_key(c, k, false).await.map(|_| ()))
+    }
+
+    fn list_api_keys(&self, username: Option<&str>) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.run(async |c| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {KEY_COLUMNS} FROM api_keys WHERE $1::TEXT IS NULL OR username = $1
+                         ORDER BY username, created_at, id"
+                    ),
+                    &[&username],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(rows.iter().map(key_of).collect())
+        })
+    }
+
+    fn revoke_api_key(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let now = now_ms as i64;
+        self.run(async |c| {
+            let n = c
+                .execute(
+                    &format!(
+                        "UPDATE api_keys SET revoked_at = $2, updated_ms = {DB_NOW_MS}
+                         WHERE id = $1 AND revoked_at IS NULL"
+                    ),
+                    &[&id, &now],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn api_keys_since(&self, after_ms: u64) -> Result<Vec<ApiKeyRow>, StoreError> {
+        let after = after_ms.min(i64::MAX as u64) as i64;
+        self.run(async |c| {
+            let st = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE updated_ms > $1"
+                ))
+                .await
+                .map_err(pg_err)?;
+            let rows = c.query(&st, &[&after]).await.map_err(pg_err)?;
+            Ok(rows.iter().map(key_of).collect())
+        })
+    }
+
+    fn touch_api_keys(&self, uses: &[(String, u64)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<i64> = uses.iter().map(|(_, ms)| *ms as i64).collect();
+        self.run(async |c| {
+            // One statement for the whole batch.
+            c.execute(
+                "UPDATE api_keys k SET last_used_at = GREATEST(COALESCE(k.last_used_at, 0), u.ms)
+                 FROM UNNEST($1::TEXT[], $2::BIGINT[]) AS u(id, ms) WHERE k.id = u.id",
+                &[&ids, &times],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(())
+        })
+    }
+
+    fn import_api_key(&self, k: &ApiKeyRow) -> Result<bool, StoreError> {
+        self.run(async |c| insert_key(c, k, true).await.map(|n| n > 0))
     }
 }

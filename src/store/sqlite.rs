@@ -9,7 +9,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    roles_from_text, roles_to_text, RefreshRow, Revocation, Rotation, StoreError, User, UserStore,
+    roles_from_text, roles_to_text, ApiKeyRow, RefreshRow, Revocation, Rotation, StoreError, User,
+    UserStore, SERVICE_PASSWORD_HASH,
 };
 
 pub struct SqliteStore {
@@ -45,7 +46,87 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
      );
      CREATE INDEX revocations_updated ON revocations(updated_ms);",
+    // v4 (after OIDC's v3): SPEC §16 API keys
+    "ALTER TABLE users ADD COLUMN service INTEGER NOT NULL DEFAULT 0;
+     CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY NOT NULL,
+        username TEXT NOT NULL,
+        label TEXT NOT NULL DEFAULT '',
+        key_hash TEXT NOT NULL,
+        roles TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used_at INTEGER,
+        updated_ms INTEGER NOT NULL
+     );
+     CREATE INDEX api_keys_username ON api_keys(username);
+     CREATE INDEX api_keys_updated ON api_keys(updated_ms);",
 ];
+
+/// SPEC §16: `users revoke`/`remove` end the user's keys in their transaction.
+fn end_keys_in(tx: &rusqlite::Transaction, username: &str) -> Result<(), StoreError> {
+    let now = crate::clock::now_ms() as i64;
+    tx.execute(
+        "UPDATE api_keys SET revoked_at = ?2, updated_ms = ?2 WHERE username = ?1 AND revoked_at IS NULL",
+        params![username, now],
+    )
+    .map_err(be)?;
+    Ok(())
+}
+
+const KEY_COLUMNS: &str = "id, username, label, key_hash, roles, created_at, expires_at, revoked_at, last_used_at, updated_ms";
+
+fn row_key(r: &rusqlite::Row) -> rusqlite::Result<ApiKeyRow> {
+    let opt = |v: Option<i64>| v.map(|x| x as u64);
+    Ok(ApiKeyRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        label: r.get(2)?,
+        key_hash: r.get(3)?,
+        roles: roles_from_text(&r.get::<_, String>(4)?),
+        created_at: r.get::<_, i64>(5)? as u64,
+        expires_at: opt(r.get(6)?),
+        revoked_at: opt(r.get(7)?),
+        last_used_at: opt(r.get(8)?),
+        updated_ms: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn insert_key(
+    c: &Connection,
+    k: &ApiKeyRow,
+    updated_ms: u64,
+    or_ignore: bool,
+) -> Result<usize, StoreError> {
+    let opt = |v: Option<u64>| v.map(|x| x as i64);
+    let sql =
+        format!(
+        "INSERT INTO api_keys ({KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10){}",
+        if or_ignore { " ON CONFLICT (id) DO NOTHING" } else { "" }
+    );
+    match c.execute(
+        &sql,
+        params![
+            k.id,
+            k.username,
+            k.label,
+            k.key_hash,
+            roles_to_text(&k.roles),
+            k.created_at as i64,
+            opt(k.expires_at),
+            opt(k.revoked_at),
+            opt(k.last_used_at),
+            updated_ms as i64
+        ],
+    ) {
+        Ok(n) => Ok(n),
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+            Err(StoreError::Conflict)
+        }
+        Err(e) => Err(be(e)),
+    }
+}
 
 /// Marks every refresh token of `username` revoked and records the not-before.
 /// `updated_ms` is this machine's clock: SQLite writers share the machine.
@@ -134,6 +215,7 @@ fn row_user(r: &rusqlite::Row) -> rusqlite::Result<User> {
         password_hash: r.get(1)?,
         roles: roles_from_text(&r.get::<_, String>(2)?),
         created_at: r.get::<_, i64>(3)? as u64,
+        service: r.get(4)?,
     })
 }
 
@@ -147,8 +229,8 @@ impl UserStore for SqliteStore {
         self.with(|c| {
             // The primary key is the uniqueness guarantee: no check-then-insert race.
             match c.execute(
-                "INSERT INTO users (username, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![username, password_hash, roles_to_text(roles), now_secs() as i64],
+                "INSERT INTO users (username, password_hash, roles, created_at, service) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![username, password_hash, roles_to_text(roles), now_secs() as i64, password_hash == SERVICE_PASSWORD_HASH],
             ) {
                 Ok(_) => Ok(()),
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
@@ -162,7 +244,7 @@ impl UserStore for SqliteStore {
     fn get_user(&self, username: &str) -> Result<Option<User>, StoreError> {
         self.with(|c| {
             c.prepare_cached(
-                "SELECT username, password_hash, roles, created_at FROM users WHERE username = ?1",
+                "SELECT username, password_hash, roles, created_at, service FROM users WHERE username = ?1",
             )
             .and_then(|mut s| s.query_row([username], row_user).optional())
             .map_err(be)
@@ -202,6 +284,7 @@ impl UserStore for SqliteStore {
             if n > 0 {
                 revoke_in(&tx, username, crate::clock::now_ms())?;
             }
+            end_keys_in(&tx, username)?;
             tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
                 .map_err(be)?;
             tx.commit().map_err(be)?;
@@ -212,7 +295,7 @@ impl UserStore for SqliteStore {
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
         self.with(|c| {
             let mut s = c
-                .prepare("SELECT username, password_hash, roles, created_at FROM users ORDER BY username")
+                .prepare("SELECT username, password_hash, roles, created_at, service FROM users ORDER BY username")
                 .map_err(be)?;
             let rows = s.query_map([], row_user).map_err(be)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(be)
@@ -303,6 +386,7 @@ impl UserStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be)?;
             revoke_in(&tx, username, now_ms)?;
+            end_keys_in(&tx, username)?;
             tx.commit().map_err(be)
         })
     }
@@ -350,9 +434,9 @@ impl UserStore for SqliteStore {
     fn import_user(&self, u: &User) -> Result<bool, StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO users (username, password_hash, roles, created_at) VALUES (?1, ?2, ?3, ?4)
+                "INSERT INTO users (username, password_hash, roles, created_at, service) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (username) DO NOTHING",
-                params![u.username, u.password_hash, roles_to_text(&u.roles), u.created_at as i64],
+                params![u.username, u.password_hash, roles_to_text(&u.roles), u.created_at as i64, u.service],
             )
             .map(|n| n > 0)
             .map_err(be)
@@ -391,6 +475,65 @@ impl UserStore for SqliteStore {
 
     fn ping(&self) -> Result<(), StoreError> {
         self.with(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(be))
+    }
+
+    fn create_api_key(&self, k: &ApiKeyRow) -> Result<(), StoreError> {
+        self.with(|c| insert_key(c, k, crate::clock::now_ms(), false).map(|_| ()))
+    }
+
+    fn list_api_keys(&self, username: Option<&str>) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.with(|c| {
+            let mut s = c
+                .prepare(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR username = ?1 ORDER BY username, created_at, id"
+                ))
+                .map_err(be)?;
+            let rows = s.query_map([username], row_key).map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+    }
+
+    fn revoke_api_key(&self, id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE api_keys SET revoked_at = ?2, updated_ms = ?3 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, now_ms as i64, crate::clock::now_ms() as i64],
+            )
+            .map(|n| n > 0)
+            .map_err(be)
+        })
+    }
+
+    fn api_keys_since(&self, after_ms: u64) -> Result<Vec<ApiKeyRow>, StoreError> {
+        self.with(|c| {
+            let mut s = c
+                .prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE updated_ms > ?1"
+                ))
+                .map_err(be)?;
+            let rows = s
+                .query_map([after_ms.min(i64::MAX as u64) as i64], row_key)
+                .map_err(be)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(be)
+        })
+    }
+
+    fn touch_api_keys(&self, uses: &[(String, u64)]) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c.transaction().map_err(be)?;
+            for (id, ms) in uses {
+                tx.execute(
+                    "UPDATE api_keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?2) WHERE id = ?1",
+                    params![id, *ms as i64],
+                )
+                .map_err(be)?;
+            }
+            tx.commit().map_err(be)
+        })
+    }
+
+    fn import_api_key(&self, k: &ApiKeyRow) -> Result<bool, StoreError> {
+        self.with(|c| insert_key(c, k, crate::clock::now_ms(), true).map(|n| n > 0))
     }
 }
 

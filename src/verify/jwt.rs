@@ -130,6 +130,9 @@ pub struct Verifier {
     leeway: u64,
     identity_header: HeaderName,
     claim_headers: Vec<(HeaderName, String)>,
+    /// `forward.issuer_header`: `self` for our tokens, the `[[issuer]]` name for
+    /// theirs (by index), so a backend can tell who vouched (SPEC §16 adds `apikey`).
+    issuer_header: Option<(HeaderName, Vec<Option<HeaderValue>>)>,
     cache: TokenCache,
 }
 
@@ -171,6 +174,14 @@ impl Verifier {
             leeway: config.tokens.leeway.as_secs(),
             identity_header: config.forward.identity_header.clone(),
             claim_headers: config.forward.claim_headers.clone(),
+            issuer_header: config.forward.issuer_header.clone().map(|h| {
+                let names = config
+                    .issuers
+                    .iter()
+                    .map(|i| HeaderValue::from_str(&i.name).ok())
+                    .collect();
+                (h, names)
+            }),
             cache: TokenCache::new(16_384),
         })
     }
@@ -335,6 +346,15 @@ impl Verifier {
                 if let Some(hv) = claim_header_value(claim, v)? {
                     headers.push((h.clone(), hv));
                 }
+            }
+        }
+        if let Some((h, names)) = &self.issuer_header {
+            let v = match source {
+                IssuerRef::SelfIssued => Some(HeaderValue::from_static("self")),
+                IssuerRef::External(i) => names.get(i).cloned().flatten(),
+            };
+            if let Some(v) = v {
+                headers.push((h.clone(), v));
             }
         }
         let claims = self

@@ -39,6 +39,9 @@ pub struct Revocations {
     /// Entries whose not-before is older than this (access_ttl + leeway, ms)
     /// can only match expired tokens: they are dropped.
     horizon_ms: AtomicU64,
+    /// SPEC §16: API keys ride the same poll, so a key created or revoked anywhere
+    /// works or stops within `revocation_poll`, like a revocation.
+    pub keys: crate::verify::api_keys::KeyTable,
 }
 
 /// When a token was issued, in milliseconds (see the module note).
@@ -59,6 +62,7 @@ impl Revocations {
             cursor: AtomicU64::new(0),
             every_ms: AtomicU64::new(every.as_millis() as u64),
             horizon_ms: AtomicU64::new(horizon.as_millis() as u64),
+            keys: Default::default(),
         }
     }
 
@@ -154,7 +158,9 @@ impl Revocations {
             .load(Ordering::Relaxed)
             .saturating_sub(OVERLAP_MS);
         let rows = store.revocations_since(since)?;
-        Ok(self.merge(&rows))
+        let n = self.merge(&rows);
+        self.keys.poll(store)?;
+        Ok(n)
     }
 
     #[cfg(test)]

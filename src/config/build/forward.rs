@@ -27,7 +27,10 @@ pub(super) fn header_name(
 
 pub(super) fn forward(r: &mut Reader, t: &DeTable) -> Option<Forward> {
     let p = "forward";
-    r.only_known(t, p, &["identity_header", "claim_headers"]);
+    r.only_known(t, p, &["identity_header", "claim_headers", "issuer_header"]);
+    let issuer_header = r
+        .string(t, p, "issuer_header")
+        .and_then(|(s, span)| header_name(r, &s, &span, "forward.issuer_header"));
     let identity_header = match r.string(t, p, "identity_header") {
         Some((s, span)) => header_name(r, &s, &span, "forward.identity_header"),
         None => Some(HeaderName::from_static("x-user")),
@@ -65,5 +68,6 @@ pub(super) fn forward(r: &mut Reader, t: &DeTable) -> Option<Forward> {
     Some(Forward {
         identity_header,
         claim_headers,
+        issuer_header,
     })
 }

@@ -1,7 +1,9 @@
 //! The one validation pass: spanned TOML → typed `Config`, collecting every error.
 //! One file per section; this one assembles them.
 
+mod api_keys;
 mod forward;
+mod forward_auth;
 mod identity;
 mod issuer;
 mod rate_limit;
@@ -24,6 +26,7 @@ use super::reader::{join, Issue, Reader};
 use super::values::{parse_duration, parse_rate, parse_secret_ref, parse_size, Cidr, SecretRef};
 use super::*;
 use forward::*;
+use forward_auth::*;
 use identity::*;
 use issuer::*;
 use rate_limit::*;
@@ -44,6 +47,8 @@ const TOP: &[&str] = &[
     "route",
     "session",
     "issuer",
+    "forward_auth",
+    "api_keys",
 ];
 
 pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErrors> {
@@ -80,7 +85,17 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
     let tokens = tokens(&mut r, tokens_t, base);
     let forward_t = section(&mut r, "forward").unwrap_or(&empty);
     let forward = forward(&mut r, forward_t);
+    let forward_auth = section(&mut r, "forward_auth").and_then(|t| {
+        forward_auth(
+            &mut r,
+            t,
+            identity.as_ref().filter(|i| i.enabled).map(|i| &i.paths),
+        )
+    });
     let session = section(&mut r, "session").and_then(|t| session(&mut r, t));
+    let api_keys = section(&mut r, "api_keys")
+        .map(|t| api_keys::api_keys(&mut r, t))
+        .unwrap_or_default();
     let upstreams: Vec<Upstream> = r
         .tables(doc, "", "upstream")
         .into_iter()
@@ -122,6 +137,7 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
         let route_issuers = route_issuers(&mut r, t, &p, &issuers, identity_enabled);
         if let Some(mut route) = route(&mut r, t, &p, span.clone(), &upstreams) {
             route.issuers = route_issuers;
+            api_keys::check_route(&mut r, t, &p, &route, api_keys.enabled);
             if route.auth != AuthMode::Public && !identity_enabled && issuers.is_empty() {
                 let at = Reader::field(t, "auth")
                     .map(|f| f.span)
@@ -175,6 +191,8 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
                 routes,
                 session: session.unwrap_or_default(),
                 issuers,
+                forward_auth,
+                api_keys,
             })
         }
         _ => Err(ConfigErrors {

@@ -1,4 +1,5 @@
-//! `[[route]]`: path, host, methods, auth policy, required claims.
+//! `[[route]]`: path, host, methods, auth policy, required claims, and its upstream
+//! (absent: the route only answers forward-auth checks, SPEC §15).
 
 use super::*;
 
@@ -21,6 +22,7 @@ pub(super) fn route(
             "require",
             "strip_prefix",
             "issuers",
+            "credentials",
             "rate_limit",
             "cors",
         ],
@@ -63,12 +65,13 @@ pub(super) fn route(
                 None
             }
         },
-        None => {
-            if Reader::field(t, "upstream").is_none() {
-                r.error(&span, &join(p, "upstream"), "missing");
-            }
-            None
-        }
+        // SPEC §15: a route without an upstream only answers forward-auth checks.
+        None => None,
+    };
+    // `Some(None)`: no upstream key; `None`: a key naming no upstream (reported).
+    let upstream = match Reader::field(t, "upstream") {
+        None => Some(None),
+        Some(_) => upstream.map(Some),
     };
     let auth = match r.string(t, p, "auth") {
         Some((s, sp)) => match s.as_str() {
@@ -157,6 +160,7 @@ pub(super) fn route(
         );
     }
     let strip_prefix = r.boolean(t, p, "strip_prefix").unwrap_or(false);
+    let credentials = crate::config::build::api_keys::credentials(r, t, p);
     let rate_limit = super::route_policy::rate_limit(r, t, p);
     let cors = super::route_policy::cors(r, t, p);
     Some(Route {
@@ -168,6 +172,7 @@ pub(super) fn route(
         require,
         strip_prefix,
         issuers: None,
+        credentials,
         rate_limit,
         cors,
     })
