@@ -8,6 +8,9 @@
 # hit): what an uncached verification costs (issue 10). issuer-rs256: an [[issuer]] (SPEC §10)
 # with a static JWKS on loopback and distinct RS256 tokens (bench row i). Both need pyjwt.
 #   STORE=postgres bash bench/profile.sh      the same with the PostgreSQL store
+# limited-local / limited-redis: the required route with a route rate limit (SPEC §17)
+# per user, set high enough never to refuse; in process, or on the machine's Redis
+# under a key prefix of its own. Compare with `required` for the limit's cost.
 #
 # Starts an nginx upstream and authgate (release build) under valgrind, zeroes the
 # counters once ready, sends N keep-alive requests with wrk, dumps, and prints
@@ -46,6 +49,11 @@ case $CASE in
         "${PYJWT:-python3}" "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"
         python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$DIR/jwks" >/dev/null 2>&1 & PIDS+=($!)
         printf '\n[[issuer]]\nname = "bench-idp"\nissuer = "https://idp.bench.test"\njwks_uri = "http://127.0.0.1:%s/jwks.json"\naudiences = ["api"]\nalgorithms = ["RS256"]\n' "$JWKS_PORT" >>"$DIR/gateway.toml" ;;
+    limited-local|limited-redis)
+        sed -i 's/^path = "\/protected"$/path = "\/protected"\nrate_limit = { rate = "1000000\/sec", per = "user" }/' "$DIR/gateway.toml"
+        if [ "$CASE" = limited-redis ]; then
+            sed -i "s/^\[rate_limit\]$/[rate_limit]\nbackend = \"redis:\/\/127.0.0.1:6379\"\nkey_prefix = \"authgate-profile:$$:\"/" "$DIR/gateway.toml"
+        fi ;;
 esac
 AUTHGATE_LOG=${AUTHGATE_LOG:-info} valgrind --tool=callgrind --callgrind-out-file="$DIR/cg.out" \
     "$AG" serve -c "$DIR/gateway.toml" 2>"$DIR/ag.log" >/dev/null & PIDS+=($!)

@@ -83,7 +83,7 @@ impl Snapshot {
                     .map_err(|e| BuildError(e.to_string()))?,
             ),
         };
-        let limits = Limits::new(&config.rate_limit);
+        let limits = Limits::new(&config.rate_limit).with_routes(&config.routes);
         let upstreams = config
             .upstreams
             .iter()

@@ -145,6 +145,13 @@ pub(super) fn explain(
             req.join(" and ")
         );
     }
+    // SPEC §17: the route's own policies.
+    if let Some(l) = &route.rate_limit {
+        println!("limit     {}", l.describe());
+    }
+    if let Some(c) = &route.cors {
+        println!("cors      {}", c.describe());
+    }
     let sessions = &config.session;
     if sessions.cookie && route.auth != AuthMode::Public {
         println!(

@@ -4,6 +4,7 @@ mod build;
 pub mod issuer;
 pub mod reader;
 pub mod redis_url;
+pub mod route_policy;
 pub mod store_url;
 pub mod telemetry;
 pub mod values;
@@ -20,6 +21,7 @@ use http::{HeaderName, Method};
 pub use issuer::{IssuerConfig, IssuerRef, JwksSource};
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
+pub use route_policy::{Cors, LimitPer, RouteLimit};
 pub use store_url::PgUrl;
 pub use values::{parse_origin, Cidr, Rate, SecretRef};
 
@@ -360,6 +362,10 @@ pub struct Route {
     pub issuers: Option<Vec<IssuerRef>>,
     /// SPEC §16: tokens, API keys, or both.
     pub credentials: Credentials,
+    /// SPEC §17: checked after authentication.
+    pub rate_limit: Option<RouteLimit>,
+    /// SPEC §17: answered and applied at the edge.
+    pub cors: Option<Cors>,
 }
 
 impl Route {

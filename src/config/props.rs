@@ -50,6 +50,10 @@ fn value() -> impl Strategy<Value = String> {
         Just("[1, \"a\"]".to_string()),
         Just("{}".to_string()),
         Just("{ a = 1 }".to_string()),
+        Just("{ rate = \"1/sec\", burst = 0, per = \"x\" }".to_string()),
+        Just(
+            "{ origins = [\"*\", \"null\"], credentials = true, headers = [\"a b\"] }".to_string()
+        ),
         Just("1979-05-27T07:32:00Z".to_string()),
         Just("nan".to_string()),
         any::<i64>().prop_map(|i| i.to_string()),
@@ -95,6 +99,8 @@ fn key() -> impl Strategy<Value = &'static str> {
         "require",
         "strip_prefix",
         "issuers",
+        "rate_limit",
+        "cors",
         "cookie",
         "typo_key",
     ])

@@ -3,9 +3,11 @@
 //! itself is `decide`, shared with forward-auth), access log and metrics.
 
 pub mod api_key;
+pub mod cors;
 pub mod decide;
 mod forward_auth;
 pub mod normalize;
+pub mod route_limit;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -40,6 +42,29 @@ struct Trace {
     user: Option<String>,
     /// SPEC §18: the request's trace, and whether the client's `traceparent` was valid.
     tc: (crate::trace::TraceContext, bool),
+    /// SPEC §17: a CORS route's index and the request's origin when allowed.
+    cors: Option<(usize, Option<HeaderValue>)>,
+    /// SPEC §17: `RateLimit-Policy` and `RateLimit` of a limited route.
+    rate: Option<route_limit::Headers>,
+}
+
+/// SPEC §17: remembers a CORS route and the request's origin when it is allowed.
+fn note_cors(rt: &Snapshot, index: usize, h: &HeaderMap) -> Option<(usize, Option<HeaderValue>)> {
+    let c = rt.router.routes().get(index)?.cors.as_ref()?;
+    Some((index, cors::allowed_origin(c, h)))
+}
+
+/// SPEC §17: the route's CORS answer and rate-limit headers go on whatever the
+/// response is — the upstream's, or the gateway's own 401/403/429/502.
+fn apply_route_policies(rt: &Snapshot, trace: &mut Trace, resp: &mut Response<Body>) {
+    if let Some(h) = trace.rate.take() {
+        route_limit::apply(h, resp);
+    }
+    if let Some((idx, origin)) = trace.cors.take() {
+        if let Some(c) = rt.router.routes().get(idx).and_then(|r| r.cors.as_ref()) {
+            cors::apply(c, origin, resp);
+        }
+    }
 }
 
 /// RFC 9112 §3.2: more than one `Host`, or none in an HTTP/1.1 request without an
@@ -195,6 +220,7 @@ async fn serve_request(
             e.into_response()
         }
     };
+    apply_route_policies(&rt, &mut trace, &mut resp);
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = resp.status().as_u16();
@@ -309,6 +335,11 @@ async fn dispatch(
         return forward_auth::answer(rt, conn, kind, &req, trace).await;
     }
     let host = request_host(&req);
+    // SPEC §17: a CORS preflight is answered here, before authentication.
+    if let Some((idx, resp)) = cors::preflight(rt, host, path, &req) {
+        trace.route = Some(RouteRef::Route(idx));
+        return Ok(resp);
+    }
     let ask = decide::Ask {
         host,
         method: req.method(),
@@ -328,10 +359,12 @@ async fn dispatch(
         Err(decide::Refused::NoRoute) => return Err(ApiError::NotFound),
         Err(decide::Refused::Denied { index, error }) => {
             trace.route = Some(RouteRef::Route(index));
+            trace.cors = note_cors(rt, index, req.headers());
             return Err(error);
         }
         Err(decide::Refused::SignIn { index, error }) => {
             trace.route = Some(RouteRef::Route(index));
+            trace.cors = note_cors(rt, index, req.headers());
             if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
@@ -340,11 +373,20 @@ async fn dispatch(
         }
     };
     trace.route = Some(RouteRef::Route(index));
+    trace.cors = note_cors(rt, index, req.headers());
     // SPEC §15: a route without an upstream only answers forward-auth checks.
     let Some(upstream_index) = route.upstream else {
         return Err(ApiError::NotFound);
     };
     trace.caller = identity.clone();
+    // SPEC §17: after authentication, so a limit can count per user.
+    match route_limit::check(rt, index, identity.as_deref(), conn, req.headers()).await {
+        Ok(h) => trace.rate = h,
+        Err((e, h)) => {
+            trace.rate = Some(h);
+            return Err(e.into());
+        }
+    }
     let uri = upstream_uri(req.uri(), route.forwarded_path(path))?;
     // The Host header as received is shared, not copied; an absolute-form or
     // HTTP/2 authority is made into a value.

@@ -10,6 +10,8 @@
 
 pub mod local;
 pub mod redis;
+pub mod route;
+pub mod sharded;
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -97,6 +99,8 @@ pub struct Limits {
     pub register_ip: Option<Limit<IpAddr>>,
     /// The Redis backend, when configured; shared by the three limits.
     pub shared: Option<Arc<RedisLimiter>>,
+    /// SPEC §17: the routes' own limits, on the same backend.
+    pub routes: route::RouteLimits,
 }
 
 /// `new` takes over `old`'s counters when both exist with the same rate.
@@ -121,7 +125,14 @@ impl Limits {
                     c.key_prefix.clone(),
                 ))),
             },
+            routes: route::RouteLimits::default(),
         }
+    }
+
+    /// With the route limits of `routes` (SPEC §17).
+    pub fn with_routes(mut self, routes: &[crate::config::Route]) -> Limits {
+        self.routes = route::RouteLimits::new(routes);
+        self
     }
 
     /// Keeps the counters of every limit whose rate a reload left unchanged: a
@@ -132,6 +143,7 @@ impl Limits {
         keep(&mut self.login_ip, &old.login_ip);
         keep(&mut self.login_user, &old.login_user);
         keep(&mut self.register_ip, &old.register_ip);
+        self.routes.carry_over(&old.routes);
         if let (Some(n), Some(o)) = (&self.shared, &old.shared) {
             if o.same_target(n) {
                 self.shared = Some(o.clone());
@@ -149,6 +161,7 @@ impl Limits {
     }
 
     pub fn prune(&self) {
+        self.routes.prune();
         if let Some(l) = &self.login_ip {
             l.local.prune();
         }

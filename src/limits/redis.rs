@@ -117,6 +117,22 @@ impl RedisLimiter {
         }
     }
 
+    /// `take` for route limits (SPEC §17): `Ok(Ok(debt))` when counted, with how
+    /// far the bucket's TAT now runs ahead of Redis's clock; `Ok(Err(wait))` when over.
+    pub async fn admit(
+        &self,
+        bucket: &str,
+        interval: Duration,
+        tolerance: Duration,
+    ) -> Result<Result<Duration, Duration>, SharedError> {
+        let reply = self.call("admit", bucket, interval, tolerance).await?;
+        match reply.as_slice() {
+            [1, d] if *d >= 0 => Ok(Ok(Duration::from_micros(*d as u64))),
+            [0, w] if *w > 0 => Ok(Err(Duration::from_micros(*w as u64))),
+            _ => Err(SharedError::Reply(reply)),
+        }
+    }
+
     /// Gives back one event counted by `take`. Skipped while Redis is down: the
     /// slot then stays taken until it expires (errs on the side of limiting).
     pub async fn refund(&self, bucket: &str, interval: Duration) -> Result<(), SharedError> {

@@ -247,6 +247,23 @@ async fn the_script_refuses_unknown_modes() {
     assert!(r.is_err(), "{r:?}");
 }
 
+/// Route limits' mode: a take that answers the bucket's lead over now (SPEC §17).
+#[tokio::test]
+async fn admit_answers_how_far_the_bucket_runs_ahead() {
+    let p = prefix("admit");
+    let s = RedisLimiter::new(parse_url(REDIS, true).unwrap(), p.clone());
+    s.connect_now().await.unwrap();
+    let (i, tol) = (Duration::from_secs(1), Duration::from_secs(1));
+    let key = format!("{p}x");
+    let at = |now_us| s.call_at("admit", &key, i, tol, now_us);
+    let t0 = 1_700_000_000_000_000u64;
+    assert_eq!(at(t0).await.unwrap(), vec![1, 1_000_000]);
+    assert_eq!(at(t0).await.unwrap(), vec![1, 2_000_000]);
+    assert_eq!(at(t0).await.unwrap(), vec![0, 1_000_000]);
+    assert_eq!(at(t0 + 1_500_000).await.unwrap(), vec![1, 1_500_000]);
+    cleanup(&p);
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Take(u8),

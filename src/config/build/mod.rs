@@ -8,6 +8,7 @@ mod identity;
 mod issuer;
 mod rate_limit;
 mod route;
+mod route_policy;
 mod server;
 mod session;
 mod telemetry;

@@ -23,6 +23,8 @@ pub(super) fn route(
             "strip_prefix",
             "issuers",
             "credentials",
+            "rate_limit",
+            "cors",
         ],
     );
     let path = match r.string(t, p, "path") {
@@ -159,6 +161,8 @@ pub(super) fn route(
     }
     let strip_prefix = r.boolean(t, p, "strip_prefix").unwrap_or(false);
     let credentials = crate::config::build::api_keys::credentials(r, t, p);
+    let rate_limit = super::route_policy::rate_limit(r, t, p);
+    let cors = super::route_policy::cors(r, t, p);
     Some(Route {
         path: path?,
         upstream: upstream?,
@@ -169,5 +173,7 @@ pub(super) fn route(
         strip_prefix,
         issuers: None,
         credentials,
+        rate_limit,
+        cors,
     })
 }
