@@ -391,3 +391,76 @@ async fn explain_forward_auth_agrees_with_what_the_endpoint_answers() {
         out.stderr
     );
 }
+
+#[tokio::test]
+async fn a_routes_rate_limit_is_part_of_the_forward_auth_decision() {
+    let up = Upstream::start();
+    let mut cfg = config(&up, FA);
+    cfg.rest.push_str(
+        "\n[[route]]\npath = \"/limited\"\nupstream = \"app\"\n\
+         rate_limit = { rate = \"1/hour\", burst = 2, per = \"user\" }\n",
+    );
+    let gw = Gateway::start(&cfg);
+    let (alice, root) = tokens(&gw).await;
+    let auth = bearer_line(&alice);
+    for _ in 0..2 {
+        let r = nginx(&gw, "GET", "/limited/x", &[&auth]);
+        assert_eq!(r.status, 200, "{r:?}");
+        assert!(r.header("ratelimit-policy").is_some(), "{r:?}");
+    }
+    // nginx's auth_request understands only 401 and 403: over the limit is a 403.
+    let r = nginx(&gw, "GET", "/limited/x", &[&auth]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(r.json()["error"], "rate_limited");
+    assert!(r.header("x-user").is_none(), "{r:?}");
+    // The forward dialect (Traefik, Caddy) passes the 429 with Retry-After on.
+    let r = forward(&gw, "GET", "/limited/x", &[&auth]);
+    assert_eq!(r.status, 429, "{r:?}");
+    assert!(r.header("retry-after").is_some(), "{r:?}");
+    // Another user has a budget of their own.
+    let r = nginx(&gw, "GET", "/limited/x", &[&bearer_line(&root)]);
+    assert_eq!(r.status, 200, "{r:?}");
+}
+
+#[tokio::test]
+async fn an_api_key_passes_forward_auth_only_on_a_route_that_takes_keys() {
+    let up = Upstream::start();
+    let mut cfg = config(&up, FA);
+    cfg.identity.push_str("revocation_poll = \"200ms\"\n");
+    cfg.forward.push_str("issuer_header = \"X-User-Issuer\"\n");
+    cfg.rest.push_str(
+        "\n[api_keys]\nenabled = true\n\n\
+         [[route]]\npath = \"/keys\"\nupstream = \"app\"\ncredentials = [\"token\", \"api_key\"]\n",
+    );
+    let gw = Gateway::start(&cfg);
+    let out = gw.cli(&["users", "add", "ci-bot", "--service"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = gw.cli(&["apikeys", "create", "ci-bot"], None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let key = out.stdout.trim().to_string();
+    assert!(key.starts_with("agk_"), "{key}");
+    let auth = bearer_line(&key);
+    // The gateway learns a new key within revocation_poll.
+    let mut allowed = None;
+    for _ in 0..50 {
+        let r = nginx(&gw, "GET", "/keys/x", &[&auth]);
+        if r.status == 200 {
+            allowed = Some(r);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let r = allowed.expect("the key is accepted within revocation_poll");
+    assert_eq!(r.header("x-user"), Some("ci-bot"), "{r:?}");
+    assert_eq!(r.header("x-user-issuer"), Some("apikey"), "{r:?}");
+    // A token-only route refuses it, as the proxy would.
+    let r = nginx(&gw, "GET", "/protected", &[&auth]);
+    assert_eq!(r.status, 401, "{r:?}");
+    assert!(r.header("x-user").is_none(), "{r:?}");
+    // A forged key never passes.
+    let mut forged = key.clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == 'A' { 'B' } else { 'A' });
+    let r = nginx(&gw, "GET", "/keys/x", &[&bearer_line(&forged)]);
+    assert_eq!(r.status, 401, "{r:?}");
+}

@@ -185,13 +185,27 @@ async fn check<B>(
         Ok(Allowed {
             index, identity, ..
         }) => {
+            // SPEC §17: the route's limit is part of the decision, counted once per
+            // check as the proxy counts once per request. nginx's auth_request
+            // knows only 401 and 403, so there the 429 becomes a 403 (`refusal`).
+            let rate =
+                match super::route_limit::check(rt, index, identity.as_deref(), conn, h).await {
+                    Ok(rate) => rate,
+                    Err((e, headers)) => {
+                        let mut r = refusal(kind, e.into());
+                        super::route_limit::apply(headers, &mut r);
+                        return (r, Some(index), "rate_limited");
+                    }
+                };
             let mut r = Response::new(empty());
+            if let Some(headers) = rate {
+                super::route_limit::apply(headers, &mut r);
+            }
             let out = r.headers_mut();
             out.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            // SPEC §15: the identity and claim headers for the proxy to copy (the
-            // issuer header too, once `forward.issuer_header` lands: the verifier
-            // puts every header it derives in `Verified::headers`); none for
-            // anonymous callers and public routes.
+            // SPEC §15: the identity, claim and issuer headers for the proxy to
+            // copy (the verifier puts every header it derives in
+            // `Verified::headers`); none for anonymous callers and public routes.
             if let Some(v) = &identity {
                 for (name, value) in &v.headers {
                     out.append(name.clone(), value.clone());
@@ -252,12 +266,14 @@ fn req_query(h: &HeaderMap, kind: ForwardAuthKind) -> Option<&str> {
 
 /// A refusal as the asking proxy understands it: nginx only 401 or 403 (anything
 /// else `auth_request` turns into a 500), the forward dialect 401/403 or a 5xx
-/// that says the gateway cannot decide now — never a 2xx or 3xx.
+/// that says the gateway cannot decide now, or a 429 over a route's limit — never
+/// a 2xx or 3xx.
 fn refusal(kind: ForwardAuthKind, e: ApiError) -> Response<Body> {
     let status = e.status();
     let keep = status == StatusCode::UNAUTHORIZED
         || status == StatusCode::FORBIDDEN
-        || (kind == ForwardAuthKind::Forward && status.is_server_error());
+        || (kind == ForwardAuthKind::Forward
+            && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS));
     let mut r = e.into_response();
     if !keep {
         *r.status_mut() = StatusCode::FORBIDDEN;
