@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-pub use issuer::{IssuerConfig, IssuerRef, JwksSource};
+pub use issuer::{ClientAuth, IssuerConfig, IssuerRef, JwksSource, LoginAllow, LoginConfig};
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
 pub use store_url::PgUrl;

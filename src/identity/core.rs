@@ -173,7 +173,10 @@ pub(crate) async fn issue_pair(
             let family = crate::ids::hex(&crate::ids::random_bytes::<16>());
             let user = username.to_string();
             let exp = crate::clock::now_secs() + rt.config.tokens.refresh_ttl.as_secs();
-            store(rt, move |s| s.insert_refresh(&hash, &family, &user, exp)).await?;
+            store(rt, move |s| {
+                s.insert_refresh(&hash, &family, &user, exp, &Default::default())
+            })
+            .await?;
             refresh
         }
     };
@@ -187,7 +190,7 @@ pub(crate) async fn rotate(rt: &Snapshot, old: &str) -> Result<(String, TokenPai
     let now = crate::clock::now_secs();
     let exp = now + rt.config.tokens.refresh_ttl.as_secs();
     let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
-        Rotation::Rotated { username } => username,
+        Rotation::Rotated { username, .. } => username,
         Rotation::Reused => {
             tracing::warn!(
                 "spent refresh token presented again: family and the user's tokens revoked"
@@ -210,7 +213,7 @@ pub(crate) async fn revoke(rt: &Snapshot, token: &str) -> Result<String, ApiErro
     let h = sha256_hex(token);
     let now = crate::clock::now_secs();
     match store(rt, move |s| s.revoke_family(&h, now)).await? {
-        Rotation::Rotated { username } => Ok(username),
+        Rotation::Rotated { username, .. } => Ok(username),
         Rotation::Reused | Rotation::Invalid => Err(ApiError::InvalidGrant),
     }
 }

@@ -2,7 +2,7 @@
 //! SPEC §10): nothing is stored, every call says so, and readiness does not depend on it.
 //! The identity endpoints are not served then, so no request reaches these calls.
 
-use super::{RefreshRow, Revocation, Rotation, StoreError, User, UserStore};
+use super::{Flow, RefreshRow, Revocation, Rotation, SessionInfo, StoreError, User, UserStore};
 
 pub struct Disabled;
 
@@ -31,7 +31,14 @@ impl UserStore for Disabled {
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
         off()
     }
-    fn insert_refresh(&self, _: &str, _: &str, _: &str, _: u64) -> Result<(), StoreError> {
+    fn insert_refresh(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: &SessionInfo,
+    ) -> Result<(), StoreError> {
         off()
     }
     fn rotate_refresh(&self, _: &str, _: &str, _: u64, _: u64) -> Result<Rotation, StoreError> {
@@ -62,5 +69,17 @@ impl UserStore for Disabled {
     /// Nothing to reach: a gateway without a store is ready as far as the store goes.
     fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+    fn put_flow(&self, _: &Flow, _: u64) -> Result<(), StoreError> {
+        off()
+    }
+    fn take_flow(&self, _: &str, _: u64) -> Result<Option<Flow>, StoreError> {
+        off()
+    }
+    fn record_logout_jti(&self, _: &str, _: u64, _: u64) -> Result<bool, StoreError> {
+        off()
+    }
+    fn subjects_by_sid(&self, _: &str, _: &str, _: u64) -> Result<Vec<String>, StoreError> {
+        off()
     }
 }

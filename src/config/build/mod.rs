@@ -98,7 +98,8 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
             }
         }
     }
-    let issuers = issuers(&mut r, doc, base);
+    let session_cookie = session.as_ref().is_some_and(|s| s.cookie);
+    let issuers = issuers(&mut r, doc, base, session_cookie);
     let identity_enabled = identity.as_ref().is_none_or(|i| i.enabled);
     if let (true, Some(t)) = (identity_enabled, &tokens) {
         // SPEC §10: the token's iss chooses, so authgate's own iss must name nothing else.
