@@ -39,6 +39,10 @@ pub struct IssuerConfig {
 /// The path of the gateway's OpenID Connect callback (SPEC §14). A `redirect_uri`
 /// must end here: any other path would be routed elsewhere (a route, or 404).
 pub const CALLBACK_PATH: &str = "/oauth2/callback";
+/// Where a browser sign-in through a provider starts.
+pub const START_PATH: &str = "/oauth2/start";
+/// OpenID Back-Channel Logout 1.0: where providers post logout tokens.
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
 
 /// How the client authenticates at the token endpoint (OIDC Core §9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

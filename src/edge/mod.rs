@@ -106,10 +106,12 @@ pub async fn authorize(
     }
     // SPEC §9: after the signature and claims, before the policy; cached
     // verifications pass here too, so the token cache honours revocations.
-    // Revocations concern authgate's own users: only its own tokens are checked.
-    if v.source == crate::config::IssuerRef::SelfIssued {
+    // Revocations concern identities authgate issues tokens for: its own users and
+    // sessions signed in through a provider (keyed `idp:sub`, SPEC §14), by a key
+    // built once per token.
+    if let Some(key) = &v.revocation_key {
         rt.revocations
-            .check_issued(&v.sub, v.issued_ms)
+            .check_issued(key, v.issued_ms)
             .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
     }
     if !satisfies(&v.claims, &route.require) {
@@ -294,13 +296,17 @@ async fn dispatch(
         // SPEC §12: a browser navigation without a valid session goes to the
         // sign-in page; API clients keep the 401.
         Err(e @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
-            if sessions.login_page
+            if (sessions.login_page || rt.config.sole_provider().is_some())
                 && route.auth == AuthMode::Required
                 && !req.headers().contains_key(AUTHORIZATION)
                 && session::is_navigation(req.method(), req.headers()) =>
         {
             if let Some(reason) = e.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
+            }
+            // SPEC §14: no password form and one provider: straight to it.
+            if let Some(name) = rt.config.sole_provider() {
+                return Ok(session::provider_redirect(name, path, req.uri().query()));
             }
             let login = &rt.config.identity.paths.login;
             return Ok(session::login_redirect(login, path, req.uri().query()));

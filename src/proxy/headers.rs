@@ -44,6 +44,13 @@ pub struct ClientInfo<'a> {
 impl HeaderRules {
     pub fn new(forward: &Forward, trusted: &[Cidr]) -> HeaderRules {
         let mut protected = vec![forward.identity_header.as_str().replace('_', "-")];
+        // SPEC §14: the issuer header is an identity header like the others.
+        protected.extend(
+            forward
+                .issuer_header
+                .iter()
+                .map(|h| h.as_str().replace('_', "-")),
+        );
         protected.extend(
             forward
                 .claim_headers
@@ -243,6 +250,7 @@ mod tests {
 
     fn rules(trusted: &[&str]) -> HeaderRules {
         let f = Forward {
+            issuer_header: None,
             identity_header: HeaderName::from_static("x-user"),
             claim_headers: vec![(HeaderName::from_static("x-user-roles"), "roles".into())],
         };

@@ -108,6 +108,7 @@ mod tests {
             session_start: 99,
             sid: "s1".into(),
             id_token: "h.p.s".into(),
+            idp_sub: "u1".into(),
         };
         a.insert_refresh("sso", "f4", "alice@example.com", 2_000_000_000, &sso)
             .unwrap();

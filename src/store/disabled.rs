@@ -73,13 +73,19 @@ impl UserStore for Disabled {
     fn put_flow(&self, _: &Flow, _: u64) -> Result<(), StoreError> {
         off()
     }
-    fn take_flow(&self, _: &str, _: u64) -> Result<Option<Flow>, StoreError> {
+    fn take_flow(&self, _: &str, _: &str, _: u64) -> Result<Option<Flow>, StoreError> {
         off()
     }
     fn record_logout_jti(&self, _: &str, _: u64, _: u64) -> Result<bool, StoreError> {
         off()
     }
-    fn subjects_by_sid(&self, _: &str, _: &str, _: u64) -> Result<Vec<String>, StoreError> {
+    fn logout_subjects(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: u64,
+    ) -> Result<Vec<String>, StoreError> {
         off()
     }
 }

@@ -41,6 +41,9 @@ pub struct SessionInfo {
     pub session_start: u64,
     /// The provider's session id (`sid`), for back-channel logout by sid.
     pub sid: String,
+    /// The provider's own `sub` (the session's identity may be another claim, such
+    /// as `email`), for back-channel logout by sub.
+    pub idp_sub: String,
     /// The provider's ID token, for `id_token_hint` at RP-initiated logout. Kept
     /// server-side only, never in a cookie or a log.
     pub id_token: String,
@@ -60,6 +63,7 @@ impl std::fmt::Debug for SessionInfo {
             .field("roles", &self.roles)
             .field("session_start", &self.session_start)
             .field("sid", &self.sid)
+            .field("idp_sub", &self.idp_sub)
             .field(
                 "id_token",
                 &if self.id_token.is_empty() { "" } else { "***" },
@@ -215,10 +219,16 @@ pub trait UserStore: Send + Sync {
 
     /// SPEC §14: stores an open sign-in flow, and deletes expired ones.
     fn put_flow(&self, flow: &Flow, now: u64) -> Result<(), StoreError>;
-    /// Deletes and returns the flow of `state_hash` in one statement, so that of two
-    /// gateways presenting one state exactly one gets it; `None` when unknown or
-    /// expired at `now`.
-    fn take_flow(&self, state_hash: &str, now: u64) -> Result<Option<Flow>, StoreError>;
+    /// Deletes and returns the flow of `state_hash` started by the browser bound by
+    /// `binding_hash`, in one statement, so that of two gateways presenting one state
+    /// exactly one gets it; `None` when unknown, another browser's (which leaves it
+    /// for its own browser) or expired at `now`.
+    fn take_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        now: u64,
+    ) -> Result<Option<Flow>, StoreError>;
     /// Back-channel logout (OpenID BCL 1.0 §2.6): records a logout token's `jti`
     /// hash until `expires_at`; false when it was seen before (a replay).
     fn record_logout_jti(
@@ -227,8 +237,16 @@ pub trait UserStore: Send + Sync {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError>;
-    /// The identities (`sub`) with live sessions of provider session `sid` at `idp`.
-    fn subjects_by_sid(&self, idp: &str, sid: &str, now: u64) -> Result<Vec<String>, StoreError>;
+    /// Back-channel logout: the identities with live sessions at `idp` whose provider
+    /// session is `sid` and whose provider subject is `idp_sub` (each when given);
+    /// none when neither is given.
+    fn logout_subjects(
+        &self,
+        idp: &str,
+        idp_sub: Option<&str>,
+        sid: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
 /// How a shared store is reached: `identity.store_pool`, `identity.store_timeout`.
@@ -282,10 +300,12 @@ pub fn roles_from_text(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The store a config asks for: none at all when the built-in identity is off
-/// (SPEC §10: no store needed), so that no database file is created or opened.
-pub fn open_for(identity: &crate::config::Identity) -> Result<Arc<dyn UserStore>, StoreError> {
-    if identity.enabled {
+/// The store a config asks for: none at all when authgate issues no tokens of its
+/// own (SPEC §10: built-in identity off and no sign-in provider), so that no
+/// database file is created or opened. Sign-in sessions (SPEC §14) need it.
+pub fn open_for(config: &crate::config::Config) -> Result<Arc<dyn UserStore>, StoreError> {
+    let identity = &config.identity;
+    if config.issues_tokens() {
         open(&identity.store, StoreOptions::of(identity))
     } else {
         Ok(Arc::new(disabled::Disabled))

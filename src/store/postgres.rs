@@ -59,6 +59,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE refresh_tokens ADD COLUMN session_start BIGINT NOT NULL DEFAULT 0;
      ALTER TABLE refresh_tokens ADD COLUMN sid TEXT NOT NULL DEFAULT '';
      ALTER TABLE refresh_tokens ADD COLUMN id_token TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN idp_sub TEXT NOT NULL DEFAULT '';
      CREATE INDEX refresh_tokens_idp_sid ON refresh_tokens(idp, sid);
      CREATE TABLE oidc_flows (
         state_hash TEXT PRIMARY KEY,
@@ -77,9 +78,9 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The session columns of `refresh_tokens`, in [`session_of`]'s order.
-const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token";
+const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token, idp_sub";
 
-/// The five session columns starting at column `at`.
+/// The six session columns starting at column `at`.
 fn session_of(r: &tokio_postgres::Row, at: usize) -> SessionInfo {
     SessionInfo {
         idp: r.get(at),
@@ -87,6 +88,7 @@ fn session_of(r: &tokio_postgres::Row, at: usize) -> SessionInfo {
         session_start: r.get::<_, i64>(at + 2) as u64,
         sid: r.get(at + 3),
         id_token: r.get(at + 4),
+        idp_sub: r.get(at + 5),
     }
 }
 
@@ -409,7 +411,7 @@ impl UserStore for PostgresStore {
             let st = c
                 .prepare_cached(&format!(
                     "INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 ))
                 .await
                 .map_err(pg_err)?;
@@ -425,6 +427,7 @@ impl UserStore for PostgresStore {
                     &start,
                     &session.sid,
                     &session.id_token,
+                    &session.idp_sub,
                 ],
             )
             .await
@@ -623,7 +626,7 @@ impl UserStore for PostgresStore {
                 .execute(
                     &format!(
                         "INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
                          ON CONFLICT (token_hash) DO NOTHING"
                     ),
                     &[
@@ -636,6 +639,7 @@ impl UserStore for PostgresStore {
                         &start,
                         &r.session.sid,
                         &r.session.id_token,
+                        &r.session.idp_sub,
                     ],
                 )
                 .await
@@ -701,18 +705,26 @@ impl UserStore for PostgresStore {
         })
     }
 
-    fn take_flow(&self, state_hash: &str, now: u64) -> Result<Option<Flow>, StoreError> {
+    fn take_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        now: u64,
+    ) -> Result<Option<Flow>, StoreError> {
         self.run(async |c| {
             // DELETE ... RETURNING takes the row lock: of two gateways presenting
             // one state at once, the second finds nothing (SPEC §14: usable once).
             let st = c
                 .prepare_cached(
-                    "DELETE FROM oidc_flows WHERE state_hash = $1
+                    "DELETE FROM oidc_flows WHERE state_hash = $1 AND binding_hash = $2
                      RETURNING state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at",
                 )
                 .await
                 .map_err(pg_err)?;
-            let row = c.query_opt(&st, &[&state_hash]).await.map_err(pg_err)?;
+            let row = c
+                .query_opt(&st, &[&state_hash, &binding_hash])
+                .await
+                .map_err(pg_err)?;
             Ok(row
                 .map(|r| Flow {
                     state_hash: r.get(0),
@@ -754,8 +766,14 @@ impl UserStore for PostgresStore {
         })
     }
 
-    fn subjects_by_sid(&self, idp: &str, sid: &str, now: u64) -> Result<Vec<String>, StoreError> {
-        if sid.is_empty() {
+    fn logout_subjects(
+        &self,
+        idp: &str,
+        idp_sub: Option<&str>,
+        sid: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        if idp.is_empty() || (idp_sub.is_none() && sid.is_none()) {
             return Ok(Vec::new());
         }
         let now = now as i64;
@@ -763,8 +781,9 @@ impl UserStore for PostgresStore {
             let rows = c
                 .query(
                     "SELECT DISTINCT username FROM refresh_tokens
-                     WHERE idp = $1 AND sid = $2 AND NOT revoked AND expires_at > $3 ORDER BY username",
-                    &[&idp, &sid, &now],
+                     WHERE idp = $1 AND ($2::TEXT IS NULL OR idp_sub = $2) AND ($3::TEXT IS NULL OR sid = $3)
+                       AND NOT revoked AND expires_at > $4 ORDER BY username",
+                    &[&idp, &idp_sub, &sid, &now],
                 )
                 .await
                 .map_err(pg_err)?;

@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE refresh_tokens ADD COLUMN session_start INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE refresh_tokens ADD COLUMN sid TEXT NOT NULL DEFAULT '';
      ALTER TABLE refresh_tokens ADD COLUMN id_token TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN idp_sub TEXT NOT NULL DEFAULT '';
      CREATE INDEX refresh_tokens_idp_sid ON refresh_tokens(idp, sid);
      CREATE TABLE oidc_flows (
         state_hash TEXT PRIMARY KEY NOT NULL,
@@ -72,9 +73,9 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The session columns of `refresh_tokens`, in [`session_of`]'s order.
-const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token";
+const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token, idp_sub";
 
-/// The five session columns starting at column `at`.
+/// The six session columns starting at column `at`.
 fn session_of(r: &rusqlite::Row, at: usize) -> rusqlite::Result<SessionInfo> {
     Ok(SessionInfo {
         idp: r.get(at)?,
@@ -82,6 +83,7 @@ fn session_of(r: &rusqlite::Row, at: usize) -> rusqlite::Result<SessionInfo> {
         session_start: r.get::<_, i64>(at + 2)? as u64,
         sid: r.get(at + 3)?,
         id_token: r.get(at + 4)?,
+        idp_sub: r.get(at + 5)?,
     })
 }
 
@@ -276,7 +278,7 @@ impl UserStore for SqliteStore {
         self.with(|c| {
             c.execute(
                 &format!("INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     token_hash,
                     family,
@@ -286,7 +288,8 @@ impl UserStore for SqliteStore {
                     roles_to_text(&session.roles),
                     session.session_start as i64,
                     session.sid,
-                    session.id_token
+                    session.id_token,
+                    session.idp_sub
                 ],
             )
             .map(|_| ())
@@ -424,7 +427,7 @@ impl UserStore for SqliteStore {
         self.with(|c| {
             c.execute(
                 &format!("INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (token_hash) DO NOTHING"),
                 params![
                     r.token_hash,
@@ -435,7 +438,8 @@ impl UserStore for SqliteStore {
                     roles_to_text(&r.session.roles),
                     r.session.session_start as i64,
                     r.session.sid,
-                    r.session.id_token
+                    r.session.id_token,
+                    r.session.idp_sub
                 ],
             )
             .map(|n| n > 0)
@@ -493,14 +497,19 @@ impl UserStore for SqliteStore {
         })
     }
 
-    fn take_flow(&self, state_hash: &str, now: u64) -> Result<Option<Flow>, StoreError> {
+    fn take_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        now: u64,
+    ) -> Result<Option<Flow>, StoreError> {
         self.with(|c| {
             // One statement: the row is gone for every other caller once read.
             let f = c
                 .query_row(
-                    "DELETE FROM oidc_flows WHERE state_hash = ?1
+                    "DELETE FROM oidc_flows WHERE state_hash = ?1 AND binding_hash = ?2
                      RETURNING state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at",
-                    [state_hash],
+                    [state_hash, binding_hash],
                     |r| {
                         Ok(Flow {
                             state_hash: r.get(0)?,
@@ -546,19 +555,26 @@ impl UserStore for SqliteStore {
         })
     }
 
-    fn subjects_by_sid(&self, idp: &str, sid: &str, now: u64) -> Result<Vec<String>, StoreError> {
-        if sid.is_empty() {
+    fn logout_subjects(
+        &self,
+        idp: &str,
+        idp_sub: Option<&str>,
+        sid: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        if idp.is_empty() || (idp_sub.is_none() && sid.is_none()) {
             return Ok(Vec::new());
         }
         self.with(|c| {
             let mut s = c
                 .prepare_cached(
                     "SELECT DISTINCT username FROM refresh_tokens
-                     WHERE idp = ?1 AND sid = ?2 AND revoked = 0 AND expires_at > ?3 ORDER BY username",
+                     WHERE idp = ?1 AND (?2 IS NULL OR idp_sub = ?2) AND (?3 IS NULL OR sid = ?3)
+                       AND revoked = 0 AND expires_at > ?4 ORDER BY username",
                 )
                 .map_err(be)?;
             let rows = s
-                .query_map(params![idp, sid, now as i64], |r| r.get(0))
+                .query_map(params![idp, idp_sub, sid, now as i64], |r| r.get(0))
                 .map_err(be)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(be)
         })
@@ -674,6 +690,7 @@ mod tests {
             session_start: 1_000,
             sid: sid.into(),
             id_token: "id.token.sig".into(),
+            idp_sub: "u-1".into(),
         }
     }
 
@@ -695,12 +712,14 @@ mod tests {
         s.put_flow(&flow("s1", 700), 100).unwrap();
         s.put_flow(&flow("s2", 700), 100).unwrap();
         s.put_flow(&flow("old", 150), 100).unwrap();
-        assert_eq!(s.take_flow("s1", 200).unwrap(), Some(flow("s1", 700)));
-        assert_eq!(s.take_flow("s1", 200).unwrap(), None, "single use");
+        // Another browser's binding neither gets nor spends it.
+        assert_eq!(s.take_flow("s1", "other", 200).unwrap(), None);
+        assert_eq!(s.take_flow("s1", "b", 200).unwrap(), Some(flow("s1", 700)));
+        assert_eq!(s.take_flow("s1", "b", 200).unwrap(), None, "single use");
         // Another tab's flow is untouched.
-        assert_eq!(s.take_flow("s2", 200).unwrap(), Some(flow("s2", 700)));
-        assert_eq!(s.take_flow("old", 200).unwrap(), None, "expired");
-        assert_eq!(s.take_flow("nope", 200).unwrap(), None);
+        assert_eq!(s.take_flow("s2", "b", 200).unwrap(), Some(flow("s2", 700)));
+        assert_eq!(s.take_flow("old", "b", 200).unwrap(), None, "expired");
+        assert_eq!(s.take_flow("nope", "b", 200).unwrap(), None);
         // put_flow sweeps expired rows.
         s.put_flow(&flow("old2", 150), 100).unwrap();
         s.put_flow(&flow("s3", 900), 300).unwrap();
@@ -721,8 +740,8 @@ mod tests {
         s.put_flow(&flow("race", 10_000), 100).unwrap();
         let other = SqliteStore::open(&path).unwrap();
         let got = std::thread::scope(|sc| {
-            let a = sc.spawn(|| s.take_flow("race", 200).unwrap());
-            let b = sc.spawn(|| other.take_flow("race", 200).unwrap());
+            let a = sc.spawn(|| s.take_flow("race", "b", 200).unwrap());
+            let b = sc.spawn(|| other.take_flow("race", "b", 200).unwrap());
             [a.join().unwrap(), b.join().unwrap()]
         });
         assert_eq!(got.iter().filter(|f| f.is_some()).count(), 1);
@@ -753,9 +772,14 @@ mod tests {
         let live = s.live_refresh_tokens(100).unwrap();
         let t2 = live.iter().find(|r| r.token_hash == "t2").unwrap();
         assert_eq!(t2.session, sso("sid-1"));
-        assert_eq!(s.subjects_by_sid("corp", "sid-1", 100).unwrap(), ["alice"]);
-        assert!(s.subjects_by_sid("other", "sid-1", 100).unwrap().is_empty());
-        assert!(s.subjects_by_sid("corp", "", 100).unwrap().is_empty());
+        let by = |idp, sub, sid| s.logout_subjects(idp, sub, sid, 100).unwrap();
+        assert_eq!(by("corp", None, Some("sid-1")), ["alice"]);
+        assert_eq!(by("corp", Some("u-1"), None), ["alice"]);
+        assert_eq!(by("corp", Some("u-1"), Some("sid-1")), ["alice"]);
+        assert!(by("corp", Some("u-2"), Some("sid-1")).is_empty());
+        assert!(by("corp", None, Some("sid-2")).is_empty());
+        assert!(by("other", None, Some("sid-1")).is_empty());
+        assert!(by("corp", None, None).is_empty());
         s.revoke_user("corp:alice", 5).unwrap();
         assert_eq!(
             s.rotate_refresh("t2", "t3", 100, 2_000_000_000).unwrap(),

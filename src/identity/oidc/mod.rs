@@ -14,6 +14,8 @@
 //! sharing the store can finish a flow another started.
 
 pub mod claims;
+pub mod flow;
+pub mod logout;
 pub mod provider;
 pub mod tokens;
 
@@ -21,13 +23,11 @@ use http::StatusCode;
 
 /// The path of the callback; `redirect_uri` must end at it (checked by `check`).
 pub use crate::config::issuer::CALLBACK_PATH;
-/// Where a sign-in starts (SPEC §14).
-pub const START_PATH: &str = "/oauth2/start";
-/// OpenID Back-Channel Logout 1.0 endpoint.
-pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
+/// Where a sign-in starts, and the back-channel logout endpoint (SPEC §14).
+pub use crate::config::issuer::{BACKCHANNEL_LOGOUT_PATH, START_PATH};
 /// The cookie binding a flow to the browser that started it: one per browser, shared
 /// by its flows (tabs), as long as a flow lives.
-pub const BINDING_COOKIE: &str = "__Host-authgate-oidc";
+pub use crate::identity::session::BINDING_COOKIE;
 /// SPEC §14: a flow lives at most 10 minutes.
 pub const FLOW_TTL_SECS: u64 = 600;
 
@@ -80,6 +80,20 @@ impl OidcError {
             | OidcError::InvalidState(d)
             | OidcError::ProviderError(d)
             | OidcError::ProviderUnavailable(d) => d,
+        }
+    }
+}
+
+/// The one conversion: each class is its own `ApiError`, mapped to a status in
+/// `crate::error` like every other error.
+impl From<OidcError> for crate::error::ApiError {
+    fn from(e: OidcError) -> crate::error::ApiError {
+        use crate::error::ApiError;
+        match e {
+            OidcError::AccessDenied(d) => ApiError::AccessDenied(d),
+            OidcError::InvalidState(d) => ApiError::InvalidState(d),
+            OidcError::ProviderError(d) => ApiError::ProviderError(d),
+            OidcError::ProviderUnavailable(d) => ApiError::ProviderUnavailable(d),
         }
     }
 }
