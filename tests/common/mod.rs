@@ -19,6 +19,7 @@ use hyper::{Request, Response, StatusCode};
 pub mod browser;
 pub mod cluster;
 pub mod idp;
+pub mod oidc;
 pub mod services;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
