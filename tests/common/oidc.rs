@@ -1048,6 +1048,28 @@ impl Agent {
         }
     }
 
+    /// The same browser (cookies and all) talking to another gateway, as a load
+    /// balancer would send it there.
+    pub fn to_gateway(&self, gw: &Gateway) -> Agent {
+        Agent {
+            http: self.http.clone(),
+            origin: format!("http://{}", gw.addr),
+            jar: self.jar.clone(),
+        }
+    }
+
+    /// `url` with the gateway's origin replaced by this agent's (for a callback URL the
+    /// provider addressed to another gateway).
+    pub fn rebase(&self, url: &str) -> String {
+        match url.strip_prefix("http://") {
+            Some(rest) => {
+                let path = rest.find('/').map(|i| &rest[i..]).unwrap_or("/");
+                format!("{}{path}", self.origin)
+            }
+            None => url.to_string(),
+        }
+    }
+
     pub fn cookie(&self, name: &str) -> Option<&str> {
         self.jar.get(name).map(String::as_str)
     }
@@ -1168,6 +1190,39 @@ impl Agent {
             Some(form),
         )
         .await
+    }
+}
+
+/// A failed sign-in as §14 says: no session cookie, the class's status (never 500), a
+/// plain `text/html` page naming the class.
+pub fn assert_refused(page: &Page, class: &str, status: u16, what: &str) {
+    assert_ne!(page.status, 500, "{what}: never 500: {page:?}");
+    assert_eq!(page.status, status, "{what}: {class} is {status}: {page:?}");
+    assert!(
+        !page.sets_cookie(ACCESS_COOKIE) && !page.sets_cookie(REFRESH_COOKIE),
+        "{what}: no session cookie on a failure: {:?}",
+        page.set_cookies()
+    );
+    let ctype = page.header("content-type").unwrap_or_default();
+    assert!(
+        ctype.starts_with("text/html"),
+        "{what}: an HTML page, got {ctype:?}"
+    );
+    assert!(
+        page.body.contains(class),
+        "{what}: the page names {class}: {}",
+        page.body
+    );
+}
+
+/// The status a failure class has (agreed with the implementer, SPEC §14 names the set).
+pub fn class_status(class: &str) -> u16 {
+    match class {
+        "invalid_state" => 400,
+        "access_denied" => 403,
+        "provider_error" => 502,
+        "provider_unavailable" => 503,
+        other => panic!("no class {other}"),
     }
 }
 
