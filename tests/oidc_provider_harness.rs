@@ -247,3 +247,40 @@ async fn hostile_provider_runs_a_code_flow_with_pkce_and_signs_verifiable_id_tok
     op.stop();
     assert!(c.get(&op.issuer).send().await.is_err());
 }
+
+/// The browser half of tests/oidc_browser.rs, without a gateway: Chromium signs in at
+/// oidc-provider through its own login and consent pages and is sent to the registered
+/// redirect URI (here the recording upstream) with code, state and iss.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_browser_gets_through_oidc_provider_login_and_consent_to_the_redirect_uri() {
+    use common::webdriver::{tools, Browser, Driver};
+    let Some((chromium, chromedriver)) = tools() else {
+        return;
+    };
+    let up = Upstream::start();
+    let op = Op::start(&[OpClient::gateway(up.addr.port())], &test_accounts());
+    let driver = Driver::start(&chromedriver).await;
+    let profile = TempDir::new("op-chromium");
+    let b = Browser::open(&driver, &chromium, profile.path()).await;
+    let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+    b.goto(&format!(
+        "{}/auth?response_type=code&client_id={CLIENT_ID}&redirect_uri={}&scope=openid%20email\
+         &state=st-1&nonce=n-1&code_challenge={challenge}&code_challenge_method=S256",
+        op.issuer,
+        form_urlencoded::byte_serialize(redirect_uri(up.addr.port()).as_bytes())
+            .collect::<String>()
+    ))
+    .await;
+    b.wait_url(&format!("{}/interaction/", op.issuer), "Sign-in")
+        .await;
+    b.fill("input[name=login]", "alice").await;
+    b.fill("input[name=password]", "any password").await;
+    b.click("button[type=submit]").await;
+    b.wait_url(&format!("{}/interaction/", op.issuer), "Continue")
+        .await;
+    b.click("button[type=submit]").await;
+    b.wait_url(&redirect_uri(up.addr.port()), "code=").await;
+    let url = b.url().await;
+    assert!(url.contains("state=st-1") && url.contains("iss="), "{url}");
+    b.close().await;
+}

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod idp;
 pub mod oidc;
 pub mod services;
+pub mod webdriver;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 
