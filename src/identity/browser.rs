@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 
@@ -14,7 +14,7 @@ use super::core::{
     authenticate, check_login_ip, count_login, issue_pair, revoke_session, rotate, TokenPair,
 };
 use super::input::{has_media_type, read_body};
-use super::session::{cookie, safe_return_to, REFRESH_COOKIE};
+use super::session::{clear_cookie, cookie, safe_return_to, BINDING_COOKIE, REFRESH_COOKIE};
 use crate::body::{empty, full, Body};
 use crate::error::ApiError;
 use crate::request::ConnInfo;
@@ -327,6 +327,11 @@ pub async fn logout(
         (Err(e), false) => (e.into_response(), None),
     };
     clear_session_cookies(resp.headers_mut());
+    // SPEC §14: a sign-in flow this browser left open ends with its session.
+    if matches!(cookie(req.headers(), BINDING_COOKIE), Ok(Some(_)) | Err(_)) {
+        resp.headers_mut()
+            .append(SET_COOKIE, clear_cookie(BINDING_COOKIE));
+    }
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok((resp, user))

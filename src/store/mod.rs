@@ -237,9 +237,10 @@ pub trait UserStore: Send + Sync {
         expires_at: u64,
         now: u64,
     ) -> Result<bool, StoreError>;
-    /// Back-channel logout: the identities with live sessions at `idp` whose provider
-    /// session is `sid` and whose provider subject is `idp_sub` (each when given);
-    /// none when neither is given.
+    /// Back-channel logout: the identities with unexpired sessions at `idp` whose
+    /// provider session is `sid` and whose provider subject is `idp_sub` (each when
+    /// given); none when neither is given. A family already logged out counts: its
+    /// access tokens may still be live.
     fn logout_subjects(
         &self,
         idp: &str,

@@ -782,7 +782,7 @@ impl UserStore for PostgresStore {
                 .query(
                     "SELECT DISTINCT username FROM refresh_tokens
                      WHERE idp = $1 AND ($2::TEXT IS NULL OR idp_sub = $2) AND ($3::TEXT IS NULL OR sid = $3)
-                       AND NOT revoked AND expires_at > $4 ORDER BY username",
+                       AND expires_at > $4 ORDER BY username",
                     &[&idp, &idp_sub, &sid, &now],
                 )
                 .await

@@ -570,7 +570,7 @@ impl UserStore for SqliteStore {
                 .prepare_cached(
                     "SELECT DISTINCT username FROM refresh_tokens
                      WHERE idp = ?1 AND (?2 IS NULL OR idp_sub = ?2) AND (?3 IS NULL OR sid = ?3)
-                       AND revoked = 0 AND expires_at > ?4 ORDER BY username",
+                       AND expires_at > ?4 ORDER BY username",
                 )
                 .map_err(be)?;
             let rows = s
@@ -780,6 +780,10 @@ mod tests {
         assert!(by("corp", None, Some("sid-2")).is_empty());
         assert!(by("other", None, Some("sid-1")).is_empty());
         assert!(by("corp", None, None).is_empty());
+        // A family already logged out still names its identity: its access tokens
+        // may live on until a back-channel logout revokes them.
+        s.revoke_family("t2", 100).unwrap();
+        assert_eq!(by("corp", None, Some("sid-1")), ["alice"]);
         s.revoke_user("corp:alice", 5).unwrap();
         assert_eq!(
             s.rotate_refresh("t2", "t3", 100, 2_000_000_000).unwrap(),

@@ -210,7 +210,8 @@ fn logout_request(c: &Map<String, Value>, leeway: u64) -> Result<LogoutRequest, 
     }
     let text = |name: &str| -> Result<Option<String>, OidcError> {
         match c.get(name) {
-            None => Ok(None),
+            // oidc-provider writes `"sid": null` for a logout without a session.
+            None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if !s.is_empty() => Ok(Some(s.clone())),
             Some(_) => Err(bad(format!("{name} must be a non-empty string"))),
         }
@@ -330,6 +331,9 @@ mod tests {
         assert!(ok.remember_until >= NOW + LOGOUT_TOKEN_MAX_AGE - 5);
         assert!(logout_request(&logout(json!({"sub": null})), 30).is_ok());
         assert!(logout_request(&logout(json!({"sid": null})), 30).is_ok());
+        let mut null_sid = logout(json!({}));
+        null_sid.insert("sid".into(), Value::Null);
+        assert_eq!(logout_request(&null_sid, 30).unwrap().sid, None);
         let refused = [
             json!({"events": null}),
             json!({"events": {"http://example.com/other": {}}}),
