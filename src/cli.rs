@@ -111,7 +111,13 @@ pub enum UsersCommand {
     /// Set a user's roles (comma-separated; "" clears).
     SetRoles { name: String, roles: String },
     /// Revoke every access and refresh token issued to a user until now.
-    Revoke { name: String },
+    Revoke {
+        name: String,
+        /// NAME is an identity signed in through this `[[issuer]]` (SPEC §14), as the
+        /// identity header shows it (its `identity_claim`), not a local account.
+        #[arg(long)]
+        issuer: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

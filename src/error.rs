@@ -47,6 +47,15 @@ pub enum ApiError {
     IssuerUnavailable {
         retry_after: u64,
     },
+    /// SPEC §14 sign-in failures; the detail (a String) goes to the log only.
+    /// The provider said no, or `allow` refused the identity.
+    AccessDenied(String),
+    /// The callback matches no open flow of this browser.
+    InvalidState(String),
+    /// The provider answered wrongly.
+    ProviderError(String),
+    /// The provider could not be reached in time.
+    ProviderUnavailable(String),
     /// Our own fault (store unreachable, ...): the detail goes to the log, not the client.
     Internal(String),
 }
@@ -59,9 +68,11 @@ impl ApiError {
             MissingToken | InvalidToken(_) | InvalidCredentials | InvalidGrant => {
                 StatusCode::UNAUTHORIZED
             }
-            InsufficientScope | Forbidden(_) | CsrfRejected | RegistrationClosed => {
-                StatusCode::FORBIDDEN
-            }
+            InsufficientScope | Forbidden(_) | CsrfRejected | RegistrationClosed
+            | AccessDenied(_) => StatusCode::FORBIDDEN,
+            InvalidState(_) => StatusCode::BAD_REQUEST,
+            ProviderError(_) => StatusCode::BAD_GATEWAY,
+            ProviderUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             UserExists => StatusCode::CONFLICT,
@@ -104,6 +115,10 @@ impl ApiError {
             IssuerUnavailable { .. } => "issuer_unavailable",
             UpstreamTimeout => "upstream_timeout",
             StoreUnavailable { .. } => "store_unavailable",
+            AccessDenied(_) => "access_denied",
+            InvalidState(_) => "invalid_state",
+            ProviderError(_) => "provider_error",
+            ProviderUnavailable(_) => "provider_unavailable",
             Internal(_) => "internal_error",
         }
     }
@@ -133,6 +148,15 @@ impl ApiError {
             UpstreamTimeout => "The upstream did not answer in time".into(),
             StoreUnavailable { .. } => "The user store is unavailable; retry shortly".into(),
             IssuerUnavailable { .. } => "The token's issuer has no keys yet; retry shortly".into(),
+            AccessDenied(_) => "Sign-in was refused".into(),
+            InvalidState(_) => {
+                "This sign-in is not one this browser started, or it has expired; start again"
+                    .into()
+            }
+            ProviderError(_) => "The identity provider's answer could not be used".into(),
+            ProviderUnavailable(_) => {
+                "The identity provider could not be reached; retry shortly".into()
+            }
             Internal(_) => "Internal error".into(),
         }
     }
@@ -216,7 +240,11 @@ impl ApiError {
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            ApiError::Internal(detail) => write!(f, "internal_error: {detail}"),
+            ApiError::Internal(detail)
+            | ApiError::AccessDenied(detail)
+            | ApiError::InvalidState(detail)
+            | ApiError::ProviderError(detail)
+            | ApiError::ProviderUnavailable(detail) => write!(f, "{}: {detail}", self.code()),
             other => write!(f, "{}: {}", other.code(), other.message()),
         }
     }
@@ -239,6 +267,15 @@ mod tests {
             (ApiError::CsrfRejected, 403, "csrf_rejected"),
             (ApiError::RegistrationClosed, 403, "registration_closed"),
             (ApiError::NotFound, 404, "not_found"),
+            // SPEC §14: the sign-in failure classes.
+            (ApiError::AccessDenied("x".into()), 403, "access_denied"),
+            (ApiError::InvalidState("x".into()), 400, "invalid_state"),
+            (ApiError::ProviderError("x".into()), 502, "provider_error"),
+            (
+                ApiError::ProviderUnavailable("x".into()),
+                503,
+                "provider_unavailable",
+            ),
             (
                 ApiError::MethodNotAllowed("POST"),
                 405,

@@ -65,11 +65,21 @@ impl Snapshot {
         old: Option<&Snapshot>,
     ) -> Result<Snapshot, BuildError> {
         // SPEC §10: with the built-in identity off there is no signing key to load.
-        let keys = if config.identity.enabled {
+        let keys = if config.issues_tokens() {
             Some(KeySet::load(&config.tokens, true).map_err(|e| BuildError(e.to_string()))?)
         } else {
             None
         };
+        // SPEC §14: a client secret that cannot be read fails the start (or keeps the
+        // old config on reload) instead of every sign-in.
+        for (i, c, l) in config.login_issuers() {
+            l.client_secret.read().map_err(|e| {
+                BuildError(format!(
+                    "issuer[{i}] ({}): login.client_secret: {e}",
+                    c.name
+                ))
+            })?;
+        }
         let issuers = Arc::new(IssuerSet::build(&config).map_err(|e| BuildError(e.to_string()))?);
         let verifier = Verifier::new(&config, keys.as_ref(), issuers)
             .map_err(|e| BuildError(format!("tokens: {e}")))?;
@@ -105,6 +115,14 @@ impl Snapshot {
                 None => r.path.clone(),
             })
             .chain([&p.register, &p.login, &p.refresh, &p.logout, &p.jwks].map(|s| s.to_string()))
+            .chain(
+                [
+                    crate::identity::oidc::START_PATH,
+                    crate::identity::oidc::CALLBACK_PATH,
+                    crate::identity::oidc::BACKCHANNEL_LOGOUT_PATH,
+                ]
+                .map(String::from),
+            )
             .chain(["none".to_string(), "forward_auth".to_string()])
             .map(|l| RouteMetrics::new(&l))
             .collect();
@@ -158,10 +176,13 @@ impl Snapshot {
                     IdentityEndpoint::Refresh => 2,
                     IdentityEndpoint::Logout => 3,
                     IdentityEndpoint::Jwks => 4,
+                    IdentityEndpoint::OidcStart => 5,
+                    IdentityEndpoint::OidcCallback => 6,
+                    IdentityEndpoint::BackchannelLogout => 7,
                 }
             }
-            None => n + 5,
-            Some(RouteRef::ForwardAuth) => n + 6,
+            None => n + 8,
+            Some(RouteRef::ForwardAuth) => n + 9,
         };
         &self.route_metrics[i]
     }

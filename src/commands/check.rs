@@ -68,7 +68,7 @@ pub(super) fn check(path: &Path) -> anyhow::Result<ExitCode> {
     let mut key_note = String::new();
     match KeySet::load(&config.tokens, false) {
         // SPEC §10: with the built-in identity off no signing key is needed.
-        _ if !config.identity.enabled => key_note = "not used: [identity] enabled = false".into(),
+        _ if !config.issues_tokens() => key_note = "not used: [identity] enabled = false".into(),
         Ok(k) => key_note = format!("kid {}", k.signing_kid),
         Err(KeyError::Missing(p)) => key_note = format!("{p} will be created on first start"),
         Err(e) => {

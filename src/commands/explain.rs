@@ -252,6 +252,7 @@ pub(super) fn explain(
     let rules = HeaderRules::new(&config.forward, &config.server.trusted_proxies);
     let removed = rules.removed(&headers);
     let mut protected = vec![config.forward.identity_header.to_string()];
+    protected.extend(config.forward.issuer_header.iter().map(|h| h.to_string()));
     protected.extend(
         config
             .forward
@@ -292,6 +293,9 @@ pub(super) fn explain(
                 .iter()
                 .map(|(h, c)| format!("{h} from {c}")),
         );
+        if let Some(h) = &config.forward.issuer_header {
+            injected.push(format!("{h}: self or the issuer's name"));
+        }
     }
     injected.extend(
         [

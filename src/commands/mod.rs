@@ -71,7 +71,7 @@ fn load(path: &Path) -> anyhow::Result<Config> {
 /// every `[[issuer]]`, whose keys are fetched now, as `serve` would (SPEC §10:
 /// `token inspect` and `explain` know about issuers).
 fn offline_verifier(config: &Config) -> anyhow::Result<Verifier> {
-    let keys = if config.identity.enabled {
+    let keys = if config.issues_tokens() {
         Some(KeySet::load(&config.tokens, false)?)
     } else {
         None

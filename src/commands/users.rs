@@ -131,7 +131,29 @@ pub(super) fn users(path: &Path, cmd: UsersCommand) -> anyhow::Result<ExitCode> 
             audit("set-password", None, &n);
             println!("password set for {n}; their earlier tokens are revoked");
         }
-        UsersCommand::Revoke { name: n } => {
+        UsersCommand::Revoke {
+            name: n,
+            issuer: Some(issuer),
+        } => {
+            // SPEC §14: a provider identity is revoked under `issuer:name`, a key no
+            // local account can have.
+            if !config.issuers.iter().any(|c| c.name == issuer) {
+                bail!("no [[issuer]] named {issuer:?}");
+            }
+            if n.is_empty() || n.chars().any(char::is_control) {
+                bail!("{n:?} is not an identity");
+            }
+            let key = crate::store::revocation_key(&issuer, &n);
+            store.revoke_user(&key, crate::clock::now_ms())?;
+            println!(
+                "revoked every token issued to {n} of issuer {issuer} until now (every gateway within identity.revocation_poll = {:?})",
+                id.revocation_poll
+            );
+        }
+        UsersCommand::Revoke {
+            name: n,
+            issuer: None,
+        } => {
             let n = name(&n)?;
             if store.get_user(&n)?.is_none() {
                 bail!("no user {n:?}");

@@ -1,4 +1,5 @@
-//! `[[issuer]]` (SPEC §10): identity providers whose tokens the gateway accepts.
+//! `[[issuer]]` (SPEC §10): identity providers whose tokens the gateway accepts,
+//! and `[issuer.login]` (SPEC §14): the ones browsers may sign in through.
 
 use std::time::Duration;
 
@@ -31,6 +32,71 @@ pub struct IssuerConfig {
     pub ca: Option<SecretRef>,
     pub jwks_wait: Duration,
     pub refetch_cooldown: Duration,
+    /// `[issuer.login]`: this issuer is also a sign-in provider (SPEC §14).
+    pub login: Option<LoginConfig>,
+}
+
+/// The path of the gateway's OpenID Connect callback (SPEC §14). A `redirect_uri`
+/// must end here: any other path would be routed elsewhere (a route, or 404).
+pub const CALLBACK_PATH: &str = "/oauth2/callback";
+/// Where a browser sign-in through a provider starts.
+pub const START_PATH: &str = "/oauth2/start";
+/// OpenID Back-Channel Logout 1.0: where providers post logout tokens.
+pub const BACKCHANNEL_LOGOUT_PATH: &str = "/oauth2/backchannel-logout";
+
+/// How the client authenticates at the token endpoint (OIDC Core §9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// HTTP Basic with the form-urlencoded id and secret (RFC 6749 §2.3.1).
+    Basic,
+    /// `client_id` and `client_secret` in the form body.
+    Post,
+}
+
+/// `allow = { email_domains = [...], groups = [...] }`: empty lists allow anyone the
+/// provider signs in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginAllow {
+    /// Lowercased domains; compared exactly with the part after the only `@`.
+    pub email_domains: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// `[issuer.login]` (SPEC §14): authorization code + PKCE as a relying party.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginConfig {
+    pub client_id: String,
+    pub client_secret: SecretRef,
+    pub client_auth: ClientAuth,
+    /// Exact, as registered at the provider; its path is [`CALLBACK_PATH`].
+    pub redirect_uri: String,
+    pub scopes: Vec<String>,
+    /// The sign-in page's button; the issuer's name when absent.
+    pub display_name: String,
+    /// The ID-token claim copied into the session token's `roles`.
+    pub roles_claim: Option<String>,
+    pub allow: LoginAllow,
+    pub session_ttl: Duration,
+    pub logout_at_provider: bool,
+}
+
+/// SPEC §14: a `redirect_uri` is `https://`, or `http://` to a loopback address, its
+/// path is the gateway's callback, and it carries no query, fragment or credentials.
+pub fn check_redirect_uri(url: &str) -> Result<(), String> {
+    check_fetch_url(url)?;
+    if url.contains('#') {
+        return Err(format!("{url:?}: a redirect_uri has no fragment"));
+    }
+    let uri: http::Uri = url.parse().map_err(|_| format!("{url:?} is not a URL"))?;
+    if uri.query().is_some() {
+        return Err(format!("{url:?}: a redirect_uri has no query"));
+    }
+    if uri.path() != CALLBACK_PATH {
+        return Err(format!(
+            "{url:?}: its path must be {CALLBACK_PATH}, where the gateway answers the provider; any other path would be routed elsewhere"
+        ));
+    }
+    Ok(())
 }
 
 /// A name in a route's `issuers = [...]`.
@@ -88,5 +154,24 @@ mod tests {
         assert!(check_fetch_url("ftp://id.example.com/keys").is_err());
         assert!(check_fetch_url("https://user:pw@id.example.com/keys").is_err());
         assert!(check_fetch_url("not a url").is_err());
+    }
+
+    #[test]
+    fn redirect_uris_are_https_or_loopback_and_end_at_the_callback() {
+        assert!(check_redirect_uri("https://gw.example.com/oauth2/callback").is_ok());
+        assert!(check_redirect_uri("https://gw.example.com:8443/oauth2/callback").is_ok());
+        assert!(check_redirect_uri("http://127.0.0.1:8080/oauth2/callback").is_ok());
+        assert!(check_redirect_uri("http://localhost/oauth2/callback").is_ok());
+        for bad in [
+            "http://gw.example.com/oauth2/callback",
+            "https://gw.example.com/callback",
+            "https://gw.example.com/oauth2/callback/",
+            "https://gw.example.com/oauth2/callback?x=1",
+            "https://gw.example.com/oauth2/callback#x",
+            "https://u:p@gw.example.com/oauth2/callback",
+            "gw.example.com/oauth2/callback",
+        ] {
+            assert!(check_redirect_uri(bad).is_err(), "{bad}");
+        }
     }
 }

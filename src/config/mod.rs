@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Method};
 
-pub use issuer::{IssuerConfig, IssuerRef, JwksSource};
+pub use issuer::{ClientAuth, IssuerConfig, IssuerRef, JwksSource, LoginAllow, LoginConfig};
 pub use reader::Issue;
 pub use redis_url::{LimitBackend, RedisUrl};
 pub use route_policy::{Cors, LimitPer, RouteLimit};
@@ -282,7 +282,8 @@ pub struct Forward {
     pub identity_header: HeaderName,
     /// (header, claim), in file order.
     pub claim_headers: Vec<(HeaderName, String)>,
-    /// Optional: names who vouched for the caller (`apikey` for API keys, SPEC §16).
+    /// Optional: names who vouched for the caller: `self`, an `[[issuer]]`'s name
+    /// (SPEC §14), or `apikey` (SPEC §16).
     pub issuer_header: Option<HeaderName>,
 }
 
@@ -428,12 +429,54 @@ impl Config {
     }
 
     /// The gateway's own endpoints: they win over routes (SPEC §8).
+    /// The `[[issuer]]`s browsers may sign in through (SPEC §14), with their index.
+    pub fn login_issuers(&self) -> impl Iterator<Item = (usize, &IssuerConfig, &LoginConfig)> {
+        self.issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.login.as_ref().map(|l| (i, c, l)))
+    }
+
+    /// Does authgate issue its own tokens? With the built-in identity, or for the
+    /// sessions of sign-in through a provider (SPEC §14: those need the store and the
+    /// signing key even with `[identity] enabled = false`).
+    pub fn issues_tokens(&self) -> bool {
+        self.identity.enabled || self.login_issuers().next().is_some()
+    }
+
+    /// SPEC §14: with no password form (`[identity] enabled = false`) and exactly one
+    /// sign-in provider, its name: a navigation goes straight to it.
+    pub fn sole_provider(&self) -> Option<&str> {
+        if self.identity.enabled {
+            return None;
+        }
+        let mut it = self.login_issuers();
+        match (it.next(), it.next()) {
+            (Some((_, c, _)), None) => Some(c.name.as_str()),
+            _ => None,
+        }
+    }
+
     pub fn identity_endpoint(&self, path: &str) -> Option<IdentityEndpoint> {
-        if !self.identity.enabled {
+        let sso = self.login_issuers().next().is_some();
+        if sso {
+            match path {
+                issuer::CALLBACK_PATH => return Some(IdentityEndpoint::OidcCallback),
+                issuer::START_PATH => return Some(IdentityEndpoint::OidcStart),
+                issuer::BACKCHANNEL_LOGOUT_PATH => {
+                    return Some(IdentityEndpoint::BackchannelLogout)
+                }
+                _ => {}
+            }
+        }
+        if !self.identity.enabled && !sso {
             return None;
         }
         let p = &self.identity.paths;
-        if path == p.register {
+        // SPEC §14: without the built-in identity there are no password accounts, so
+        // no /register; /login is the sign-in page (buttons only), and refresh,
+        // logout and JWKS serve the sessions of sign-in.
+        if path == p.register && self.identity.enabled {
             Some(IdentityEndpoint::Register)
         } else if path == p.login {
             Some(IdentityEndpoint::Login)
@@ -469,4 +512,8 @@ pub enum IdentityEndpoint {
     Refresh,
     Logout,
     Jwks,
+    /// SPEC §14: `/oauth2/start`, `/oauth2/callback`, `/oauth2/backchannel-logout`.
+    OidcStart,
+    OidcCallback,
+    BackchannelLogout,
 }

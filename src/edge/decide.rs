@@ -89,7 +89,7 @@ pub async fn decide<'s>(rt: &'s Snapshot, ask: &Ask<'_>) -> Result<Allowed<'s>, 
         // SPEC §12: a browser navigation without a valid session goes to the
         // sign-in page; API clients keep the 401.
         Err(error @ (ApiError::MissingToken | ApiError::InvalidToken(_)))
-            if sessions.login_page
+            if (sessions.login_page || rt.config.sole_provider().is_some())
                 && route.auth == AuthMode::Required
                 && !ask.headers.contains_key(AUTHORIZATION)
                 && session::is_navigation(ask.method, ask.headers) =>

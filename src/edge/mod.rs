@@ -147,10 +147,12 @@ pub async fn authorize(
     }
     // SPEC §9: after the signature and claims, before the policy; cached
     // verifications pass here too, so the token cache honours revocations.
-    // Revocations concern authgate's own users: only its own tokens are checked.
-    if v.source == crate::config::IssuerRef::SelfIssued {
+    // Revocations concern identities authgate issues tokens for: its own users and
+    // sessions signed in through a provider (keyed `idp:sub`, SPEC §14), by a key
+    // built once per token.
+    if let Some(key) = &v.revocation_key {
         rt.revocations
-            .check_issued(&v.sub, v.issued_ms)
+            .check_issued(key, v.issued_ms)
             .map_err(|e| ApiError::InvalidToken(e.to_string()))?;
     }
     if !satisfies(&v.claims, &route.require) {
@@ -367,6 +369,10 @@ async fn dispatch(
             trace.cors = note_cors(rt, index, req.headers());
             if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
+            }
+            // SPEC §14: no password form and one provider: straight to it.
+            if let Some(name) = rt.config.sole_provider() {
+                return Ok(session::provider_redirect(name, path, req.uri().query()));
             }
             let login = &rt.config.identity.paths.login;
             return Ok(session::login_redirect(login, path, req.uri().query()));

@@ -5,16 +5,16 @@
 
 use std::borrow::Cow;
 
-use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION};
+use http::header::{HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
 use http::{Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 
 use super::cookies::{clear_session_cookies, csrf, session_response, set_session_cookies};
 use super::core::{
-    authenticate, check_login_ip, count_login, issue_pair, revoke, rotate, TokenPair,
+    authenticate, check_login_ip, count_login, issue_pair, revoke_session, rotate, TokenPair,
 };
 use super::input::{has_media_type, read_body};
-use super::session::{cookie, safe_return_to, REFRESH_COOKIE};
+use super::session::{clear_cookie, cookie, safe_return_to, BINDING_COOKIE, REFRESH_COOKIE};
 use crate::body::{empty, full, Body};
 use crate::error::ApiError;
 use crate::request::ConnInfo;
@@ -78,21 +78,56 @@ fn render(slots: &[(&str, &str)]) -> String {
     out
 }
 
-/// The sign-in page, every value escaped; `error` is shown above the form.
+/// SPEC §14: one button (a link to `/oauth2/start`) per sign-in provider, carrying
+/// `return_to`; empty without providers.
+fn provider_buttons(rt: &Snapshot, return_to: &str) -> String {
+    let mut out = String::new();
+    for (_, c, l) in rt.config.login_issuers() {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        q.append_pair("issuer", &c.name);
+        if !return_to.is_empty() {
+            q.append_pair("return_to", return_to);
+        }
+        let href = format!("{}?{}", crate::config::issuer::START_PATH, q.finish());
+        out.push_str(&format!(
+            "<a class=\"provider\" href=\"{}\">{}</a>\n",
+            escape(&href),
+            escape(&l.display_name)
+        ));
+    }
+    if out.is_empty() {
+        out
+    } else {
+        format!("<nav class=\"providers\" aria-label=\"Sign in with\">\n{out}</nav>\n")
+    }
+}
+
+/// The sign-in page, every value escaped; `error` is shown above the form. With
+/// `[identity] enabled = false` there are no password accounts: the page holds only
+/// the providers' buttons (SPEC §14).
 pub fn page_html(rt: &Snapshot, return_to: &str, username: &str, error: Option<&str>) -> String {
     let error = error
         .map(|e| format!("<p class=\"error\" role=\"alert\">{}</p>\n", escape(e)))
         .unwrap_or_default();
-    render(&[
+    let html = render(&[
         ("action", &escape(&rt.config.identity.paths.login)),
         ("return_to", &escape(return_to)),
         ("username", &escape(username)),
         ("error", &error),
-    ])
+        ("providers", &provider_buttons(rt, return_to)),
+    ]);
+    if rt.config.identity.enabled {
+        return html;
+    }
+    // Every inserted value is escaped, so the template's own form is the only one.
+    match (html.find("<form"), html.find("</form>\n")) {
+        (Some(a), Some(b)) if a < b => format!("{}{}", &html[..a], &html[b + "</form>\n".len()..]),
+        _ => html,
+    }
 }
 
 /// The headers every rendition of the page carries.
-fn page_headers(h: &mut HeaderMap) {
+pub(crate) fn page_headers(h: &mut HeaderMap) {
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
@@ -255,20 +290,35 @@ pub async fn logout(
     csrf(rt, &req, conn)?;
     let form = has_media_type(&req, "application/x-www-form-urlencoded");
     let revoked = match cookie(req.headers(), REFRESH_COOKIE)? {
-        Some(t) => revoke(rt, t).await,
+        Some(t) => revoke_session(rt, t).await,
         None => Err(ApiError::InvalidGrant),
     };
     let (mut resp, user) = match (revoked, form) {
         (r, true) => {
-            let s = &rt.config.session;
-            let to = if s.login_page {
-                rt.config.identity.paths.login.as_str()
-            } else {
-                "/"
+            // SPEC §14 `logout_at_provider`: a session signed in through a provider
+            // that asks for it ends there too (RP-initiated logout).
+            let at_provider = match &r {
+                Ok((_, session)) if session.is_sso() => {
+                    let trusted = rt.rules.is_trusted(conn.peer.ip());
+                    let origin = super::session::own_origin(
+                        req.headers(),
+                        crate::request::request_host(&req),
+                        conn.tls,
+                        trusted,
+                    );
+                    super::oidc::logout::end_session_location(rt, session, origin.as_deref()).await
+                }
+                _ => None,
             };
-            (see_other(to), r.ok())
+            let s = &rt.config.session;
+            let to = match &at_provider {
+                Some(url) => url.as_str(),
+                None if s.login_page => rt.config.identity.paths.login.as_str(),
+                None => "/",
+            };
+            (see_other(to), r.ok().map(|(u, _)| u))
         }
-        (Ok(u), false) => {
+        (Ok((u, _)), false) => {
             let mut r = Response::new(empty());
             *r.status_mut() = StatusCode::NO_CONTENT;
             (r, Some(u))
@@ -277,6 +327,11 @@ pub async fn logout(
         (Err(e), false) => (e.into_response(), None),
     };
     clear_session_cookies(resp.headers_mut());
+    // SPEC §14: a sign-in flow this browser left open ends with its session.
+    if matches!(cookie(req.headers(), BINDING_COOKIE), Ok(Some(_)) | Err(_)) {
+        resp.headers_mut()
+            .append(SET_COOKIE, clear_cookie(BINDING_COOKIE));
+    }
     resp.headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok((resp, user))

@@ -12,7 +12,7 @@ use super::passwords::needs_rehash;
 use super::username::normalize_username;
 use crate::error::ApiError;
 use crate::state::Snapshot;
-use crate::store::{Rotation, StoreError, User, UserStore};
+use crate::store::{Rotation, SessionInfo, StoreError, User, UserStore};
 
 /// Runs a store call off the event loop (SPEC §13), bounded by
 /// `identity.store_timeout`: a dead or silent store is a 503 `store_unavailable`
@@ -177,7 +177,44 @@ pub(crate) async fn issue_pair(
             let family = crate::ids::hex(&crate::ids::random_bytes::<16>());
             let user = username.to_string();
             let exp = crate::clock::now_secs() + rt.config.tokens.refresh_ttl.as_secs();
-            store(rt, move |s| s.insert_refresh(&hash, &family, &user, exp)).await?;
+            store(rt, move |s| {
+                s.insert_refresh(&hash, &family, &user, exp, &Default::default())
+            })
+            .await?;
+            refresh
+        }
+    };
+    Ok(TokenPair { access, refresh })
+}
+
+/// The pair of a session signed in through a provider (SPEC §14): the access token
+/// carries `idp` and the session's roles; the refresh row carries the session.
+/// `rotated` continues a rotation chain (the row is already stored).
+pub(crate) async fn issue_session_pair(
+    rt: &Snapshot,
+    sub: &str,
+    session: SessionInfo,
+    rotated: Option<String>,
+) -> Result<TokenPair, ApiError> {
+    let signer = rt
+        .signer
+        .as_ref()
+        .ok_or_else(|| ApiError::Internal("no signing key".into()))?;
+    let access = signer
+        .issue_for(sub, Some(&session.idp), &session.roles)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let refresh = match rotated {
+        Some(r) => r,
+        None => {
+            let refresh = crate::ids::b64url(&crate::ids::random_bytes::<32>());
+            let hash = sha256_hex(&refresh);
+            let family = crate::ids::hex(&crate::ids::random_bytes::<16>());
+            let user = sub.to_string();
+            let exp = crate::clock::now_secs() + rt.config.tokens.refresh_ttl.as_secs();
+            store(rt, move |s| {
+                s.insert_refresh(&hash, &family, &user, exp, &session)
+            })
+            .await?;
             refresh
         }
     };
@@ -190,8 +227,12 @@ pub(crate) async fn rotate(rt: &Snapshot, old: &str) -> Result<(String, TokenPai
     let (old_h, new_h) = (sha256_hex(old), sha256_hex(&new));
     let now = crate::clock::now_secs();
     let exp = now + rt.config.tokens.refresh_ttl.as_secs();
-    let username = match store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await? {
-        Rotation::Rotated { username } => username,
+    let rotated = store(rt, move |s| s.rotate_refresh(&old_h, &new_h, now, exp)).await?;
+    let username = match rotated {
+        Rotation::Rotated { username, session } if session.is_sso() => {
+            return rotate_session(rt, username, session, new, now).await;
+        }
+        Rotation::Rotated { username, .. } => username,
         Rotation::Reused { username } => {
             crate::audit::refresh_reuse(&username);
             tracing::warn!(
@@ -210,14 +251,45 @@ pub(crate) async fn rotate(rt: &Snapshot, old: &str) -> Result<(String, TokenPai
     Ok((username, pair))
 }
 
-/// Revokes the family of a refresh token (SPEC §3 logout); its user.
-pub(crate) async fn revoke(rt: &Snapshot, token: &str) -> Result<String, ApiError> {
+/// SPEC §14: a session signed in through a provider is re-issued from its refresh
+/// row (its identity has no `users` row), while its issuer still offers sign-in and
+/// `session_ttl` since the sign-in has not passed.
+async fn rotate_session(
+    rt: &Snapshot,
+    sub: String,
+    session: SessionInfo,
+    new: String,
+    now: u64,
+) -> Result<(String, TokenPair), ApiError> {
+    let ttl = rt
+        .config
+        .login_issuers()
+        .find(|(_, c, _)| c.name == session.idp)
+        .map(|(_, _, l)| l.session_ttl.as_secs());
+    let live = ttl.is_some_and(|t| session.session_start.saturating_add(t) > now);
+    if !live {
+        // The token just stored for this family is never handed out: end the family.
+        let h = sha256_hex(&new);
+        let _ = store(rt, move |s| s.revoke_family(&h, now)).await;
+        tracing::info!(user = %sub, idp = %session.idp, "sign-in session over (session_ttl, or its issuer no longer offers sign-in)");
+        return Err(ApiError::InvalidGrant);
+    }
+    let pair = issue_session_pair(rt, &sub, session, Some(new)).await?;
+    Ok((sub, pair))
+}
+
+/// Revokes the family of a refresh token (SPEC §3 logout); its user and session
+/// (SPEC §14: the logout at the provider needs the session's ID token).
+pub(crate) async fn revoke_session(
+    rt: &Snapshot,
+    token: &str,
+) -> Result<(String, SessionInfo), ApiError> {
     let h = sha256_hex(token);
     let now = crate::clock::now_secs();
     match store(rt, move |s| s.revoke_family(&h, now)).await? {
-        Rotation::Rotated { username } => {
+        Rotation::Rotated { username, session } => {
             crate::audit::emit(crate::audit::Event::Logout, &username);
-            Ok(username)
+            Ok((username, session))
         }
         Rotation::Reused { .. } | Rotation::Invalid => Err(ApiError::InvalidGrant),
     }
@@ -225,6 +297,7 @@ pub(crate) async fn revoke(rt: &Snapshot, token: &str) -> Result<String, ApiErro
 
 /// SPEC §9: every access and refresh token of `username` issued until now dies:
 /// on this gateway at once, on the others at their next revocation poll.
+/// `username` is a revocation key: `corp:alice@example.com` for a provider identity.
 pub(crate) async fn revoke_everywhere(rt: &Snapshot, username: &str) -> Result<(), ApiError> {
     let at = crate::clock::now_ms();
     let u = username.to_string();

@@ -6,7 +6,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::input::has_media_type;
-use super::{browser, json};
+use super::{browser, json, oidc};
 use crate::body::Body;
 use crate::config::IdentityEndpoint;
 use crate::error::ApiError;
@@ -35,6 +35,13 @@ pub async fn handle(
         );
         return Ok((r, None));
     }
+    // SPEC §14: sign-in through a provider.
+    match which {
+        IdentityEndpoint::OidcStart => return oidc::flow::start(rt, &req).await,
+        IdentityEndpoint::OidcCallback => return oidc::flow::callback(rt, &req).await,
+        IdentityEndpoint::BackchannelLogout => return oidc::logout::backchannel(rt, req).await,
+        _ => {}
+    }
     // SPEC §12: with the sign-in page on, /login also answers GET (the form).
     let page = which == IdentityEndpoint::Login && session.login_page;
     if page && (req.method() == Method::GET || req.method() == Method::HEAD) {
@@ -51,6 +58,8 @@ pub async fn handle(
     let by_cookie = session.cookie && browser::bodiless(&req);
     match which {
         IdentityEndpoint::Register => json::register(rt, req, ip).await,
+        // SPEC §14: without the built-in identity there are no password accounts.
+        IdentityEndpoint::Login if !rt.config.identity.enabled => Err(ApiError::NotFound),
         IdentityEndpoint::Login
             if session.cookie && has_media_type(&req, "application/x-www-form-urlencoded") =>
         {
@@ -61,7 +70,10 @@ pub async fn handle(
         IdentityEndpoint::Refresh => json::refresh(rt, req).await,
         IdentityEndpoint::Logout if by_cookie => browser::logout(rt, req, conn).await,
         IdentityEndpoint::Logout => json::logout(rt, req).await,
-        IdentityEndpoint::Jwks => unreachable_jwks(),
+        IdentityEndpoint::Jwks
+        | IdentityEndpoint::OidcStart
+        | IdentityEndpoint::OidcCallback
+        | IdentityEndpoint::BackchannelLogout => unreachable_jwks(),
     }
 }
 

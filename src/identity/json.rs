@@ -14,6 +14,7 @@ use crate::body::{empty, json, Body};
 use crate::error::ApiError;
 use crate::request::ConnInfo;
 use crate::state::Snapshot;
+use crate::store::revocation_key;
 
 pub(crate) async fn register(
     rt: &Snapshot,
@@ -150,9 +151,9 @@ pub(crate) async fn logout(
             ))
         }
     };
-    let username = revoke(rt, &token).await?;
+    let (username, session) = revoke_session(rt, &token).await?;
     if everywhere {
-        revoke_everywhere(rt, &username).await?;
+        revoke_everywhere(rt, &revocation_key(&session.idp, &username)).await?;
     }
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::NO_CONTENT;

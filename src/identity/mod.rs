@@ -10,6 +10,7 @@ pub mod core;
 pub mod endpoints;
 pub mod input;
 pub mod json;
+pub mod oidc;
 pub mod passwords;
 pub mod session;
 pub mod signer;

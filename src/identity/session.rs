@@ -19,6 +19,8 @@ use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
 pub const ACCESS_COOKIE: &str = "__Host-authgate";
 /// The refresh token (SameSite=Strict: only ever sent by the gateway's own pages).
 pub const REFRESH_COOKIE: &str = "__Host-authgate-refresh";
+/// SPEC §14: binds a sign-in flow to the browser that started it (random, 10 minutes).
+pub const BINDING_COOKIE: &str = "__Host-authgate-oidc";
 
 /// A `return_to` longer than this is not a path a user was on.
 const MAX_RETURN_TO: usize = 2048;
@@ -96,7 +98,9 @@ pub fn strip_cookies(h: &mut HeaderMap) {
             .next()
             .unwrap_or(b"")
             .trim_ascii();
-        name == ACCESS_COOKIE.as_bytes() || name == REFRESH_COOKIE.as_bytes()
+        name == ACCESS_COOKIE.as_bytes()
+            || name == REFRESH_COOKIE.as_bytes()
+            || name == BINDING_COOKIE.as_bytes()
     };
     // Fast path: most requests carry no session cookie.
     let any = h.get_all(COOKIE).iter().any(|v| {
@@ -270,6 +274,28 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// 302 to `login_path?return_to=<path and query>`, encoded.
 pub fn login_redirect(login_path: &str, path: &str, query: Option<&str>) -> Response<Body> {
+    redirect_with_return_to(login_path, '?', path, query)
+}
+
+/// SPEC §14: with no password form and one sign-in provider, a navigation goes
+/// straight to it: 302 to `/oauth2/start?issuer=NAME&return_to=<path and query>`.
+pub fn provider_redirect(issuer: &str, path: &str, query: Option<&str>) -> Response<Body> {
+    let start = format!(
+        "{}?issuer={}",
+        crate::config::issuer::START_PATH,
+        utf8_percent_encode(issuer, QUERY_VALUE)
+    );
+    redirect_with_return_to(&start, '&', path, query)
+}
+
+/// 302 to `base` plus `return_to=<path and query>` (after `sep`), when that is a
+/// safe path; else to `base` alone.
+fn redirect_with_return_to(
+    base: &str,
+    sep: char,
+    path: &str,
+    query: Option<&str>,
+) -> Response<Body> {
     let mut target = path.to_string();
     if let Some(q) = query {
         target.push('?');
@@ -277,10 +303,10 @@ pub fn login_redirect(login_path: &str, path: &str, query: Option<&str>) -> Resp
     }
     let location = match safe_return_to(&target) {
         Some(t) => format!(
-            "{login_path}?return_to={}",
+            "{base}{sep}return_to={}",
             utf8_percent_encode(t, QUERY_VALUE)
         ),
-        None => login_path.to_string(),
+        None => base.to_string(),
     };
     let mut r = Response::new(empty());
     *r.status_mut() = StatusCode::FOUND;

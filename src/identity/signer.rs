@@ -20,6 +20,9 @@ struct AccessClaims<'a> {
     exp: u64,
     jti: String,
     roles: &'a [String],
+    /// SPEC §14: the `[[issuer]]` a signed-in identity came from; absent for own users.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idp: Option<&'a str>,
 }
 
 pub struct TokenSigner {
@@ -48,6 +51,16 @@ impl TokenSigner {
     }
 
     pub fn issue(&self, sub: &str, roles: &[String]) -> Result<String, TokenError> {
+        self.issue_for(sub, None, roles)
+    }
+
+    /// An access token for `sub`; `idp` names the provider of a signed-in identity.
+    pub fn issue_for(
+        &self,
+        sub: &str,
+        idp: Option<&str>,
+        roles: &[String],
+    ) -> Result<String, TokenError> {
         let now_ms = crate::clock::now_ms();
         let now = now_ms / 1000;
         let claims = AccessClaims {
@@ -60,6 +73,7 @@ impl TokenSigner {
             exp: now + self.ttl,
             jti: crate::ids::uuid_v4(),
             roles,
+            idp,
         };
         jsonwebtoken::encode(&self.header, &claims, &self.key)
             .map_err(|e| TokenError(format!("signing failed: {e}")))

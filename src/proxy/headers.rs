@@ -46,17 +46,18 @@ pub struct ClientInfo<'a> {
 impl HeaderRules {
     pub fn new(forward: &Forward, trusted: &[Cidr]) -> HeaderRules {
         let mut protected = vec![forward.identity_header.as_str().replace('_', "-")];
-        protected.extend(
-            forward
-                .claim_headers
-                .iter()
-                .map(|(h, _)| h.as_str().replace('_', "-")),
-        );
+        // SPEC §14: the issuer header is an identity header like the others.
         protected.extend(
             forward
                 .issuer_header
                 .iter()
                 .map(|h| h.as_str().replace('_', "-")),
+        );
+        protected.extend(
+            forward
+                .claim_headers
+                .iter()
+                .map(|(h, _)| h.as_str().replace('_', "-")),
         );
         HeaderRules {
             protected,

@@ -36,7 +36,7 @@ pub async fn run(config_path: PathBuf, config: Config) -> Result<(), ServeError>
     let tls = tls::acceptor(&config).map_err(ServeError)?;
     // Opening a store connects and migrates: blocking work, off the event loop.
     let rt = tokio::task::spawn_blocking(move || {
-        let store = crate::store::open_for(&config.identity)
+        let store = crate::store::open_for(&config)
             .map_err(|e| ServeError(format!("identity.store: {e}")))?;
         let rt = Snapshot::build(config, store, None).map_err(|e| ServeError(e.to_string()))?;
         // SPEC §9: revocations survive restarts: all of them are in force before
@@ -163,17 +163,17 @@ pub async fn reload(app: &Arc<App>, bound: &[SocketAddr]) {
     let old_key = (
         old.config.identity.store.clone(),
         StoreOptions::of(&old.config.identity),
-        old.config.identity.enabled,
+        old.config.issues_tokens(),
     );
     let built = tokio::task::spawn_blocking(move || {
         let cfg = Config::load_file(&path).map_err(|e| e.to_string())?;
         let tls = tls::acceptor(&cfg)?;
         let opts = StoreOptions::of(&cfg.identity);
-        let same = (cfg.identity.store.clone(), opts, cfg.identity.enabled) == old_key;
+        let same = (cfg.identity.store.clone(), opts, cfg.issues_tokens()) == old_key;
         let store = if same {
             old_store
         } else {
-            crate::store::open_for(&cfg.identity).map_err(|e| format!("identity.store: {e}"))?
+            crate::store::open_for(&cfg).map_err(|e| format!("identity.store: {e}"))?
         };
         let mut rt = Snapshot::build(cfg, store, Some(&prev)).map_err(|e| e.to_string())?;
         if same {

@@ -78,7 +78,7 @@ pub fn copy(from: &dyn UserStore, to: &dyn UserStore, now: u64) -> Result<CopyRe
 mod tests {
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::Rotation;
+    use crate::store::{Rotation, SessionInfo};
 
     fn temp(tag: &str) -> std::path::PathBuf {
         std::env::temp_dir().join(format!(
@@ -95,19 +95,38 @@ mod tests {
         let b = SqliteStore::open(&pb).unwrap();
         a.create_user("alice", "h1", &["admin".into()]).unwrap();
         a.create_user("bob", "h2", &[]).unwrap();
-        a.insert_refresh("live", "f1", "alice", 2_000_000_000)
+        a.insert_refresh(
+            "live",
+            "f1",
+            "alice",
+            2_000_000_000,
+            &SessionInfo::default(),
+        )
+        .unwrap();
+        a.insert_refresh("old", "f2", "bob", 2_000_000_000, &SessionInfo::default())
             .unwrap();
-        a.insert_refresh("old", "f2", "bob", 2_000_000_000).unwrap();
         assert!(matches!(
             a.rotate_refresh("old", "new", 100, 2_000_000_000).unwrap(),
             Rotation::Rotated { .. }
         ));
-        a.insert_refresh("expired", "f3", "bob", 50).unwrap();
+        a.insert_refresh("expired", "f3", "bob", 50, &SessionInfo::default())
+            .unwrap();
+        // SPEC §14: an SSO session travels with its provider, roles, sid and ID token.
+        let sso = SessionInfo {
+            idp: "corp".into(),
+            roles: vec!["staff".into()],
+            session_start: 99,
+            sid: "s1".into(),
+            id_token: "h.p.s".into(),
+            idp_sub: "u1".into(),
+        };
+        a.insert_refresh("sso", "f4", "alice@example.com", 2_000_000_000, &sso)
+            .unwrap();
         a.revoke_user("bob", 1234).unwrap();
         // bob's revocation killed "new" as well: only alice's token is live.
         let first = copy(&a, &b, 100).unwrap();
         assert_eq!(first.users, Counts { seen: 2, copied: 2 });
-        assert_eq!(first.refresh_tokens, Counts { seen: 1, copied: 1 });
+        assert_eq!(first.refresh_tokens, Counts { seen: 2, copied: 2 });
         assert_eq!(first.revocations, Counts { seen: 1, copied: 1 });
         let second = copy(&a, &b, 100).unwrap();
         assert_eq!(second.users.copied, 0);
@@ -118,10 +137,18 @@ mod tests {
         assert_eq!(
             b.rotate_refresh("live", "x", 100, 2_000_000_000).unwrap(),
             Rotation::Rotated {
-                username: "alice".into()
+                username: "alice".into(),
+                session: SessionInfo::default(),
             }
         );
         assert_eq!(b.revocations_since(0).unwrap()[0].not_before_ms, 1234);
+        assert_eq!(
+            b.rotate_refresh("sso", "y", 100, 2_000_000_000).unwrap(),
+            Rotation::Rotated {
+                username: "alice@example.com".into(),
+                session: sso,
+            }
+        );
         for p in [pa, pb] {
             std::fs::remove_dir_all(p.parent().unwrap()).ok();
         }

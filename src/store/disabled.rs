@@ -2,7 +2,9 @@
 //! SPEC §10): nothing is stored, every call says so, and readiness does not depend on it.
 //! The identity endpoints are not served then, so no request reaches these calls.
 
-use super::{ApiKeyRow, RefreshRow, Revocation, Rotation, StoreError, User, UserStore};
+use super::{
+    ApiKeyRow, Flow, RefreshRow, Revocation, Rotation, SessionInfo, StoreError, User, UserStore,
+};
 
 pub struct Disabled;
 
@@ -31,7 +33,14 @@ impl UserStore for Disabled {
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
         off()
     }
-    fn insert_refresh(&self, _: &str, _: &str, _: &str, _: u64) -> Result<(), StoreError> {
+    fn insert_refresh(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+        _: u64,
+        _: &SessionInfo,
+    ) -> Result<(), StoreError> {
         off()
     }
     fn rotate_refresh(&self, _: &str, _: &str, _: u64, _: u64) -> Result<Rotation, StoreError> {
@@ -80,6 +89,24 @@ impl UserStore for Disabled {
         Ok(())
     }
     fn import_api_key(&self, _: &ApiKeyRow) -> Result<bool, StoreError> {
+        off()
+    }
+    fn put_flow(&self, _: &Flow, _: u64) -> Result<(), StoreError> {
+        off()
+    }
+    fn take_flow(&self, _: &str, _: &str, _: u64) -> Result<Option<Flow>, StoreError> {
+        off()
+    }
+    fn record_logout_jti(&self, _: &str, _: u64, _: u64) -> Result<bool, StoreError> {
+        off()
+    }
+    fn logout_subjects(
+        &self,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: u64,
+    ) -> Result<Vec<String>, StoreError> {
         off()
     }
 }

@@ -19,8 +19,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, PoolError, Recycli
 use tokio_postgres::error::SqlState;
 
 use super::{
-    pg_tls, roles_from_text, roles_to_text, ApiKeyRow, RefreshRow, Revocation, Rotation,
-    StoreError, StoreOptions, User, UserStore, SERVICE_PASSWORD_HASH,
+    pg_tls, revocation_key, roles_from_text, roles_to_text, split_revocation_key, ApiKeyRow, Flow,
+    RefreshRow, Revocation, Rotation, SessionInfo, StoreError, StoreOptions, User, UserStore,
+    SERVICE_PASSWORD_HASH,
 };
 
 /// The schema this binary knows. A database at a higher version is refused.
@@ -48,7 +49,34 @@ const MIGRATIONS: &[&str] = &[
         updated_ms BIGINT NOT NULL
      );
      CREATE INDEX revocations_updated ON revocations(updated_ms);",
-    // v4 (after OIDC's v3): SPEC §16 API keys
+    // v2: nothing. SQLite's v2 (revocations) is part of v1 here; this keeps the
+    // schema versions of the two stores equal from v3 on.
+    "-- v2: aligned with SQLite",
+    // v3: SPEC §14 sign-in through a provider. Refresh rows carry their session
+    // (defaults: an own user's), open flows are shared by every gateway, and a
+    // back-channel logout token's jti is used once.
+    "ALTER TABLE refresh_tokens ADD COLUMN idp TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN roles TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN session_start BIGINT NOT NULL DEFAULT 0;
+     ALTER TABLE refresh_tokens ADD COLUMN sid TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN id_token TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN idp_sub TEXT NOT NULL DEFAULT '';
+     CREATE INDEX refresh_tokens_idp_sid ON refresh_tokens(idp, sid);
+     CREATE TABLE oidc_flows (
+        state_hash TEXT PRIMARY KEY,
+        binding_hash TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+     );
+     CREATE INDEX oidc_flows_expires ON oidc_flows(expires_at);
+     CREATE TABLE oidc_logout_jtis (
+        jti_hash TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL
+     );",
+    // v4: SPEC §16 API keys and service accounts
     "ALTER TABLE users ADD COLUMN service BOOLEAN NOT NULL DEFAULT false;
      CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
@@ -125,6 +153,21 @@ async fn insert_key(c: &Object, k: &ApiKeyRow, or_ignore: bool) -> Result<u64, S
     )
     .await
     .map_err(pg_err)
+}
+
+/// The session columns of `refresh_tokens`, in [`session_of`]'s order.
+const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token, idp_sub";
+
+/// The six session columns starting at column `at`.
+fn session_of(r: &tokio_postgres::Row, at: usize) -> SessionInfo {
+    SessionInfo {
+        idp: r.get(at),
+        roles: roles_from_text(r.get::<_, &str>(at + 1)),
+        session_start: r.get::<_, i64>(at + 2) as u64,
+        sid: r.get(at + 3),
+        id_token: r.get(at + 4),
+        idp_sub: r.get(at + 5),
+    }
 }
 
 /// `pg_advisory_xact_lock` key for migrations ("authgate" in ASCII, truncated).
@@ -306,18 +349,21 @@ impl PostgresStore {
     }
 }
 
-/// Marks every refresh token of `username` revoked and records the not-before.
+/// Marks every refresh token of the identity `key` (a `revocation_key`) revoked and
+/// records the not-before.
 async fn revoke_in(
     tx: &deadpool_postgres::Transaction<'_>,
-    username: &str,
+    key: &str,
     now_ms: u64,
 ) -> Result<(), StoreError> {
+    let (idp, sub) = split_revocation_key(key);
     tx.execute(
-        "UPDATE refresh_tokens SET revoked = true WHERE username = $1 AND NOT revoked",
-        &[&username],
+        "UPDATE refresh_tokens SET revoked = true WHERE username = $1 AND idp = $2 AND NOT revoked",
+        &[&sub, &idp],
     )
     .await
     .map_err(pg_err)?;
+    let username = key;
     tx.execute(
         &format!(
             "INSERT INTO revocations (username, not_before_ms, updated_ms) VALUES ($1, $2, {DB_NOW_MS})
@@ -405,8 +451,10 @@ impl UserStore for PostgresStore {
                 revoke_in(&tx, username, now_ms).await?;
             }
             end_keys_in(&tx, username, now_ms).await?;
+            // Only the local account's sessions: a provider identity of the same
+            // name is someone else (SPEC §14).
             tx.execute(
-                "DELETE FROM refresh_tokens WHERE username = $1",
+                "DELETE FROM refresh_tokens WHERE username = $1 AND idp = ''",
                 &[&username],
             )
             .await
@@ -435,16 +483,36 @@ impl UserStore for PostgresStore {
         family: &str,
         username: &str,
         expires_at: u64,
+        session: &SessionInfo,
     ) -> Result<(), StoreError> {
         let exp = expires_at as i64;
+        let roles = roles_to_text(&session.roles);
+        let start = session.session_start as i64;
         self.run(async |c| {
             let st = c
-                .prepare_cached("INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES ($1, $2, $3, $4)")
+                .prepare_cached(&format!(
+                    "INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+                ))
                 .await
                 .map_err(pg_err)?;
-            c.execute(&st, &[&token_hash, &family, &username, &exp])
-                .await
-                .map_err(pg_err)?;
+            c.execute(
+                &st,
+                &[
+                    &token_hash,
+                    &family,
+                    &username,
+                    &exp,
+                    &session.idp,
+                    &roles,
+                    &start,
+                    &session.sid,
+                    &session.id_token,
+                    &session.idp_sub,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
             Ok(())
         })
     }
@@ -462,16 +530,17 @@ impl UserStore for PostgresStore {
             // SPEC §9: one atomic statement. The UPDATE takes the row lock; a
             // concurrent rotation of the same token waits, re-checks `NOT spent`
             // and finds nothing, so exactly one caller gets the new token.
+            // The new token continues the family and its session (SPEC §14).
             let st = c
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "WITH old AS (
                         UPDATE refresh_tokens SET spent = true
                         WHERE token_hash = $1 AND NOT spent AND NOT revoked AND expires_at > $3
-                        RETURNING family, username)
-                     INSERT INTO refresh_tokens (token_hash, family, username, expires_at)
-                     SELECT $2, family, username, $4 FROM old
-                     RETURNING username",
-                )
+                        RETURNING family, username, {SESSION_COLS})
+                     INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                     SELECT $2, family, username, $4, {SESSION_COLS} FROM old
+                     RETURNING username, {SESSION_COLS}",
+                ))
                 .await
                 .map_err(pg_err)?;
             if let Some(r) = c
@@ -479,14 +548,17 @@ impl UserStore for PostgresStore {
                 .await
                 .map_err(pg_err)?
             {
-                return Ok(Rotation::Rotated { username: r.get(0) });
+                return Ok(Rotation::Rotated {
+                    username: r.get(0),
+                    session: session_of(&r, 1),
+                });
             }
             // Not rotated: a reuse of a spent token kills its family and revokes
             // the user's access tokens, in one transaction.
             let tx = c.transaction().await.map_err(pg_err)?;
             let spent = tx
                 .query_opt(
-                    "SELECT family, username FROM refresh_tokens
+                    "SELECT family, username, idp FROM refresh_tokens
                      WHERE token_hash = $1 AND spent AND NOT revoked FOR UPDATE",
                     &[&old_hash],
                 )
@@ -494,15 +566,17 @@ impl UserStore for PostgresStore {
                 .map_err(pg_err)?;
             let out = match spent {
                 Some(r) => {
-                    let (family, username): (String, String) = (r.get(0), r.get(1));
+                    let (family, username, idp): (String, String, String) =
+                        (r.get(0), r.get(1), r.get(2));
                     tx.execute(
                         "UPDATE refresh_tokens SET revoked = true WHERE family = $1",
                         &[&family],
                     )
                     .await
                     .map_err(pg_err)?;
-                    revoke_in(&tx, &username, now_ms).await?;
-                    Rotation::Reused { username }
+                    let key = revocation_key(&idp, &username);
+                    revoke_in(&tx, &key, now_ms).await?;
+                    Rotation::Reused { username: key }
                 }
                 None => Rotation::Invalid,
             };
@@ -518,8 +592,10 @@ impl UserStore for PostgresStore {
             let tx = c.transaction().await.map_err(pg_err)?;
             let row = tx
                 .query_opt(
-                    "SELECT family, username, expires_at, spent FROM refresh_tokens
-                     WHERE token_hash = $1 AND NOT revoked FOR UPDATE",
+                    &format!(
+                        "SELECT family, username, expires_at, spent, {SESSION_COLS} FROM refresh_tokens
+                         WHERE token_hash = $1 AND NOT revoked FOR UPDATE"
+                    ),
                     &[&token_hash],
                 )
                 .await
@@ -529,6 +605,7 @@ impl UserStore for PostgresStore {
                 Some(r) => {
                     let (family, username): (String, String) = (r.get(0), r.get(1));
                     let (exp, spent): (i64, bool) = (r.get(2), r.get(3));
+                    let session = session_of(&r, 4);
                     if !spent && exp <= now {
                         Rotation::Invalid
                     } else {
@@ -539,10 +616,11 @@ impl UserStore for PostgresStore {
                         .await
                         .map_err(pg_err)?;
                         if spent {
-                            revoke_in(&tx, &username, now_ms).await?;
-                            Rotation::Reused { username }
+                            let key = revocation_key(&session.idp, &username);
+                            revoke_in(&tx, &key, now_ms).await?;
+                            Rotation::Reused { username: key }
                         } else {
-                            Rotation::Rotated { username }
+                            Rotation::Rotated { username, session }
                         }
                     }
                 }
@@ -585,8 +663,10 @@ impl UserStore for PostgresStore {
         self.run(async |c| {
             let rows = c
                 .query(
-                    "SELECT token_hash, family, username, expires_at FROM refresh_tokens
-                     WHERE NOT spent AND NOT revoked AND expires_at > $1 ORDER BY token_hash",
+                    &format!(
+                        "SELECT token_hash, family, username, expires_at, {SESSION_COLS} FROM refresh_tokens
+                         WHERE NOT spent AND NOT revoked AND expires_at > $1 ORDER BY token_hash"
+                    ),
                     &[&now],
                 )
                 .await
@@ -598,6 +678,7 @@ impl UserStore for PostgresStore {
                     family: r.get(1),
                     username: r.get(2),
                     expires_at: r.get::<_, i64>(3) as u64,
+                    session: session_of(r, 4),
                 })
                 .collect())
         })
@@ -621,12 +702,28 @@ impl UserStore for PostgresStore {
 
     fn import_refresh(&self, r: &RefreshRow) -> Result<bool, StoreError> {
         let exp = r.expires_at as i64;
+        let roles = roles_to_text(&r.session.roles);
+        let start = r.session.session_start as i64;
         self.run(async |c| {
             let n = c
                 .execute(
-                    "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (token_hash) DO NOTHING",
-                    &[&r.token_hash, &r.family, &r.username, &exp],
+                    &format!(
+                        "INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                         ON CONFLICT (token_hash) DO NOTHING"
+                    ),
+                    &[
+                        &r.token_hash,
+                        &r.family,
+                        &r.username,
+                        &exp,
+                        &r.session.idp,
+                        &roles,
+                        &start,
+                        &r.session.sid,
+                        &r.session.id_token,
+                        &r.session.idp_sub,
+                    ],
                 )
                 .await
                 .map_err(pg_err)?;
@@ -729,5 +826,122 @@ impl UserStore for PostgresStore {
 
     fn import_api_key(&self, k: &ApiKeyRow) -> Result<bool, StoreError> {
         self.run(async |c| insert_key(c, k, true).await.map(|n| n > 0))
+    }
+
+    fn put_flow(&self, f: &Flow, now: u64) -> Result<(), StoreError> {
+        let (now, exp) = (now as i64, f.expires_at as i64);
+        self.run(async |c| {
+            c.execute("DELETE FROM oidc_flows WHERE expires_at <= $1", &[&now])
+                .await
+                .map_err(pg_err)?;
+            let st = c
+                .prepare_cached(
+                    "INSERT INTO oidc_flows (state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .await
+                .map_err(pg_err)?;
+            c.execute(
+                &st,
+                &[
+                    &f.state_hash,
+                    &f.binding_hash,
+                    &f.issuer,
+                    &f.nonce,
+                    &f.verifier,
+                    &f.return_to,
+                    &exp,
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+            Ok(())
+        })
+    }
+
+    fn take_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        now: u64,
+    ) -> Result<Option<Flow>, StoreError> {
+        self.run(async |c| {
+            // DELETE ... RETURNING takes the row lock: of two gateways presenting
+            // one state at once, the second finds nothing (SPEC §14: usable once).
+            let st = c
+                .prepare_cached(
+                    "DELETE FROM oidc_flows WHERE state_hash = $1 AND binding_hash = $2
+                     RETURNING state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at",
+                )
+                .await
+                .map_err(pg_err)?;
+            let row = c
+                .query_opt(&st, &[&state_hash, &binding_hash])
+                .await
+                .map_err(pg_err)?;
+            Ok(row
+                .map(|r| Flow {
+                    state_hash: r.get(0),
+                    binding_hash: r.get(1),
+                    issuer: r.get(2),
+                    nonce: r.get(3),
+                    verifier: r.get(4),
+                    return_to: r.get(5),
+                    expires_at: r.get::<_, i64>(6) as u64,
+                })
+                .filter(|f| f.expires_at > now))
+        })
+    }
+
+    fn record_logout_jti(
+        &self,
+        jti_hash: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        let (now, exp) = (now as i64, expires_at as i64);
+        self.run(async |c| {
+            c.execute(
+                "DELETE FROM oidc_logout_jtis WHERE expires_at <= $1",
+                &[&now],
+            )
+            .await
+            .map_err(pg_err)?;
+            // The primary key decides: of two gateways, one inserts.
+            let n = c
+                .execute(
+                    "INSERT INTO oidc_logout_jtis (jti_hash, expires_at) VALUES ($1, $2)
+                     ON CONFLICT (jti_hash) DO NOTHING",
+                    &[&jti_hash, &exp],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn logout_subjects(
+        &self,
+        idp: &str,
+        idp_sub: Option<&str>,
+        sid: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        if idp.is_empty() || (idp_sub.is_none() && sid.is_none()) {
+            return Ok(Vec::new());
+        }
+        let now = now as i64;
+        self.run(async |c| {
+            let rows = c
+                .query(
+                    "SELECT DISTINCT username FROM refresh_tokens
+                     WHERE idp = $1 AND ($2::TEXT IS NULL OR idp_sub = $2) AND ($3::TEXT IS NULL OR sid = $3)
+                       AND expires_at > $4 ORDER BY username",
+                    &[&idp, &idp_sub, &sid, &now],
+                )
+                .await
+                .map_err(pg_err)?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, TransactionBehavior};
 
 use super::{
-    roles_from_text, roles_to_text, ApiKeyRow, RefreshRow, Revocation, Rotation, StoreError, User,
-    UserStore, SERVICE_PASSWORD_HASH,
+    revocation_key, roles_from_text, roles_to_text, split_revocation_key, ApiKeyRow, Flow,
+    RefreshRow, Revocation, Rotation, SessionInfo, StoreError, User, UserStore,
+    SERVICE_PASSWORD_HASH,
 };
 
 pub struct SqliteStore {
@@ -46,7 +47,31 @@ const MIGRATIONS: &[&str] = &[
         updated_ms INTEGER NOT NULL
      );
      CREATE INDEX revocations_updated ON revocations(updated_ms);",
-    // v4 (after OIDC's v3): SPEC §16 API keys
+    // v3: SPEC §14 sign-in through a provider. Refresh rows carry their session
+    // (defaults: an own user's), open flows are shared by every gateway, and a
+    // back-channel logout token's jti is used once.
+    "ALTER TABLE refresh_tokens ADD COLUMN idp TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN roles TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN session_start INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE refresh_tokens ADD COLUMN sid TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN id_token TEXT NOT NULL DEFAULT '';
+     ALTER TABLE refresh_tokens ADD COLUMN idp_sub TEXT NOT NULL DEFAULT '';
+     CREATE INDEX refresh_tokens_idp_sid ON refresh_tokens(idp, sid);
+     CREATE TABLE oidc_flows (
+        state_hash TEXT PRIMARY KEY NOT NULL,
+        binding_hash TEXT NOT NULL,
+        issuer TEXT NOT NULL,
+        nonce TEXT NOT NULL,
+        verifier TEXT NOT NULL,
+        return_to TEXT NOT NULL,
+        expires_at INTEGER NOT NULL
+     );
+     CREATE INDEX oidc_flows_expires ON oidc_flows(expires_at);
+     CREATE TABLE oidc_logout_jtis (
+        jti_hash TEXT PRIMARY KEY NOT NULL,
+        expires_at INTEGER NOT NULL
+     );",
+    // v4: SPEC §16 API keys and service accounts
     "ALTER TABLE users ADD COLUMN service INTEGER NOT NULL DEFAULT 0;
      CREATE TABLE api_keys (
         id TEXT PRIMARY KEY NOT NULL,
@@ -128,14 +153,32 @@ fn insert_key(
     }
 }
 
-/// Marks every refresh token of `username` revoked and records the not-before.
-/// `updated_ms` is this machine's clock: SQLite writers share the machine.
-fn revoke_in(tx: &rusqlite::Transaction, username: &str, now_ms: u64) -> Result<(), StoreError> {
+/// The session columns of `refresh_tokens`, in [`session_of`]'s order.
+const SESSION_COLS: &str = "idp, roles, session_start, sid, id_token, idp_sub";
+
+/// The six session columns starting at column `at`.
+fn session_of(r: &rusqlite::Row, at: usize) -> rusqlite::Result<SessionInfo> {
+    Ok(SessionInfo {
+        idp: r.get(at)?,
+        roles: roles_from_text(&r.get::<_, String>(at + 1)?),
+        session_start: r.get::<_, i64>(at + 2)? as u64,
+        sid: r.get(at + 3)?,
+        id_token: r.get(at + 4)?,
+        idp_sub: r.get(at + 5)?,
+    })
+}
+
+/// Marks every refresh token of the identity `key` (a `revocation_key`) revoked and
+/// records the not-before. `updated_ms` is this machine's clock: SQLite writers
+/// share the machine.
+fn revoke_in(tx: &rusqlite::Transaction, key: &str, now_ms: u64) -> Result<(), StoreError> {
+    let (idp, sub) = split_revocation_key(key);
     tx.execute(
-        "UPDATE refresh_tokens SET revoked = 1 WHERE username = ?1 AND revoked = 0",
-        [username],
+        "UPDATE refresh_tokens SET revoked = 1 WHERE username = ?1 AND idp = ?2 AND revoked = 0",
+        params![sub, idp],
     )
     .map_err(be)?;
+    let username = key;
     tx.execute(
         "INSERT INTO revocations (username, not_before_ms, updated_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT (username) DO UPDATE
@@ -285,8 +328,13 @@ impl UserStore for SqliteStore {
                 revoke_in(&tx, username, crate::clock::now_ms())?;
             }
             end_keys_in(&tx, username)?;
-            tx.execute("DELETE FROM refresh_tokens WHERE username = ?1", [username])
-                .map_err(be)?;
+            // Only the local account's sessions: a provider identity of the same
+            // name is someone else (SPEC §14).
+            tx.execute(
+                "DELETE FROM refresh_tokens WHERE username = ?1 AND idp = ''",
+                [username],
+            )
+            .map_err(be)?;
             tx.commit().map_err(be)?;
             Ok(n > 0)
         })
@@ -308,11 +356,24 @@ impl UserStore for SqliteStore {
         family: &str,
         username: &str,
         expires_at: u64,
+        session: &SessionInfo,
     ) -> Result<(), StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                params![token_hash, family, username, expires_at as i64],
+                &format!("INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
+                params![
+                    token_hash,
+                    family,
+                    username,
+                    expires_at as i64,
+                    session.idp,
+                    roles_to_text(&session.roles),
+                    session.session_start as i64,
+                    session.sid,
+                    session.id_token,
+                    session.idp_sub
+                ],
             )
             .map(|_| ())
             .map_err(be)
@@ -329,19 +390,21 @@ impl UserStore for SqliteStore {
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate).map_err(be)?;
             let out = match lookup(&tx, old_hash, now)? {
-                Found::Live { family, username } => {
+                Found::Live { username, session } => {
                     tx.execute("UPDATE refresh_tokens SET spent = 1 WHERE token_hash = ?1", [old_hash]).map_err(be)?;
+                    // The new token continues the family and its session.
                     tx.execute(
-                        "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)",
-                        params![new_hash, family, username, expires_at as i64],
+                        &format!("INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                         SELECT ?1, family, username, ?2, {SESSION_COLS} FROM refresh_tokens WHERE token_hash = ?3"),
+                        params![new_hash, expires_at as i64, old_hash],
                     )
                     .map_err(be)?;
-                    Rotation::Rotated { username }
+                    Rotation::Rotated { username, session }
                 }
-                Found::Spent { family, username } => {
+                Found::Spent { family, key } => {
                     tx.execute("UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1", [family]).map_err(be)?;
-                    revoke_in(&tx, &username, crate::clock::now_ms())?;
-                    Rotation::Reused { username }
+                    revoke_in(&tx, &key, crate::clock::now_ms())?;
+                    Rotation::Reused { username: key }
                 }
                 Found::Dead => Rotation::Invalid,
             };
@@ -356,22 +419,22 @@ impl UserStore for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(be)?;
             let out = match lookup(&tx, token_hash, now)? {
-                Found::Live { family, username } => {
+                Found::Live { username, session } => {
                     tx.execute(
-                        "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
-                        [family],
+                        "UPDATE refresh_tokens SET revoked = 1 WHERE family = (SELECT family FROM refresh_tokens WHERE token_hash = ?1)",
+                        [token_hash],
                     )
                     .map_err(be)?;
-                    Rotation::Rotated { username }
+                    Rotation::Rotated { username, session }
                 }
-                Found::Spent { family, username } => {
+                Found::Spent { family, key } => {
                     tx.execute(
                         "UPDATE refresh_tokens SET revoked = 1 WHERE family = ?1",
                         [family],
                     )
                     .map_err(be)?;
-                    revoke_in(&tx, &username, crate::clock::now_ms())?;
-                    Rotation::Reused { username }
+                    revoke_in(&tx, &key, crate::clock::now_ms())?;
+                    Rotation::Reused { username: key }
                 }
                 Found::Dead => Rotation::Invalid,
             };
@@ -412,10 +475,10 @@ impl UserStore for SqliteStore {
     fn live_refresh_tokens(&self, now: u64) -> Result<Vec<RefreshRow>, StoreError> {
         self.with(|c| {
             let mut s = c
-                .prepare(
-                    "SELECT token_hash, family, username, expires_at FROM refresh_tokens
+                .prepare(&format!(
+                    "SELECT token_hash, family, username, expires_at, {SESSION_COLS} FROM refresh_tokens
                      WHERE spent = 0 AND revoked = 0 AND expires_at > ?1 ORDER BY token_hash",
-                )
+                ))
                 .map_err(be)?;
             let rows = s
                 .query_map([now as i64], |r| {
@@ -424,6 +487,7 @@ impl UserStore for SqliteStore {
                         family: r.get(1)?,
                         username: r.get(2)?,
                         expires_at: r.get::<_, i64>(3)? as u64,
+                        session: session_of(r, 4)?,
                     })
                 })
                 .map_err(be)?;
@@ -446,9 +510,21 @@ impl UserStore for SqliteStore {
     fn import_refresh(&self, r: &RefreshRow) -> Result<bool, StoreError> {
         self.with(|c| {
             c.execute(
-                "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (token_hash) DO NOTHING",
-                params![r.token_hash, r.family, r.username, r.expires_at as i64],
+                &format!("INSERT INTO refresh_tokens (token_hash, family, username, expires_at, {SESSION_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (token_hash) DO NOTHING"),
+                params![
+                    r.token_hash,
+                    r.family,
+                    r.username,
+                    r.expires_at as i64,
+                    r.session.idp,
+                    roles_to_text(&r.session.roles),
+                    r.session.session_start as i64,
+                    r.session.sid,
+                    r.session.id_token,
+                    r.session.idp_sub
+                ],
             )
             .map(|n| n > 0)
             .map_err(be)
@@ -535,29 +611,151 @@ impl UserStore for SqliteStore {
     fn import_api_key(&self, k: &ApiKeyRow) -> Result<bool, StoreError> {
         self.with(|c| insert_key(c, k, crate::clock::now_ms(), true).map(|n| n > 0))
     }
+
+    fn put_flow(&self, f: &Flow, now: u64) -> Result<(), StoreError> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            tx.execute(
+                "DELETE FROM oidc_flows WHERE expires_at <= ?1",
+                [now as i64],
+            )
+            .map_err(be)?;
+            tx.execute(
+                "INSERT INTO oidc_flows (state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    f.state_hash,
+                    f.binding_hash,
+                    f.issuer,
+                    f.nonce,
+                    f.verifier,
+                    f.return_to,
+                    f.expires_at as i64
+                ],
+            )
+            .map_err(be)?;
+            tx.commit().map_err(be)
+        })
+    }
+
+    fn take_flow(
+        &self,
+        state_hash: &str,
+        binding_hash: &str,
+        now: u64,
+    ) -> Result<Option<Flow>, StoreError> {
+        self.with(|c| {
+            // One statement: the row is gone for every other caller once read.
+            let f = c
+                .query_row(
+                    "DELETE FROM oidc_flows WHERE state_hash = ?1 AND binding_hash = ?2
+                     RETURNING state_hash, binding_hash, issuer, nonce, verifier, return_to, expires_at",
+                    [state_hash, binding_hash],
+                    |r| {
+                        Ok(Flow {
+                            state_hash: r.get(0)?,
+                            binding_hash: r.get(1)?,
+                            issuer: r.get(2)?,
+                            nonce: r.get(3)?,
+                            verifier: r.get(4)?,
+                            return_to: r.get(5)?,
+                            expires_at: r.get::<_, i64>(6)? as u64,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(be)?;
+            Ok(f.filter(|f| f.expires_at > now))
+        })
+    }
+
+    fn record_logout_jti(
+        &self,
+        jti_hash: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.with(|c| {
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(be)?;
+            tx.execute(
+                "DELETE FROM oidc_logout_jtis WHERE expires_at <= ?1",
+                [now as i64],
+            )
+            .map_err(be)?;
+            let n = tx
+                .execute(
+                    "INSERT INTO oidc_logout_jtis (jti_hash, expires_at) VALUES (?1, ?2)
+                     ON CONFLICT (jti_hash) DO NOTHING",
+                    params![jti_hash, expires_at as i64],
+                )
+                .map_err(be)?;
+            tx.commit().map_err(be)?;
+            Ok(n > 0)
+        })
+    }
+
+    fn logout_subjects(
+        &self,
+        idp: &str,
+        idp_sub: Option<&str>,
+        sid: Option<&str>,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        if idp.is_empty() || (idp_sub.is_none() && sid.is_none()) {
+            return Ok(Vec::new());
+        }
+        self.with(|c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT DISTINCT username FROM refresh_tokens
+                     WHERE idp = ?1 AND (?2 IS NULL OR idp_sub = ?2) AND (?3 IS NULL OR sid = ?3)
+                       AND expires_at > ?4 ORDER BY username",
+                )
+                .map_err(be)?;
+            let rows = s
+                .query_map(params![idp, idp_sub, sid, now as i64], |r| r.get(0))
+                .map_err(be)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(be)
+        })
+    }
 }
 
 enum Found {
-    Live { family: String, username: String },
-    Spent { family: String, username: String },
+    Live {
+        username: String,
+        session: SessionInfo,
+    },
+    /// `key`: the identity's `revocation_key`, revoked on reuse.
+    Spent {
+        family: String,
+        key: String,
+    },
     Dead,
 }
 
 fn lookup(tx: &rusqlite::Transaction, hash: &str, now: u64) -> Result<Found, StoreError> {
-    let row: Option<(String, String, i64, bool, bool)> = tx
+    type Row = (String, String, i64, bool, bool, SessionInfo);
+    let row: Option<Row> = tx
         .query_row(
-            "SELECT family, username, expires_at, spent, revoked FROM refresh_tokens WHERE token_hash = ?1",
+            &format!("SELECT family, username, expires_at, spent, revoked, {SESSION_COLS} FROM refresh_tokens WHERE token_hash = ?1"),
             [hash],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, session_of(r, 5)?)),
         )
         .optional()
         .map_err(be)?;
     Ok(match row {
         None => Found::Dead,
-        Some((_, _, _, _, true)) => Found::Dead,
-        Some((family, username, _, true, false)) => Found::Spent { family, username },
-        Some((_, _, exp, false, false)) if (exp as u64) <= now => Found::Dead,
-        Some((family, username, _, false, false)) => Found::Live { family, username },
+        Some((_, _, _, _, true, _)) => Found::Dead,
+        Some((family, username, _, true, false, session)) => Found::Spent {
+            family,
+            key: revocation_key(&session.idp, &username),
+        },
+        Some((_, _, exp, false, false, _)) if (exp as u64) <= now => Found::Dead,
+        Some((_, username, _, false, false, session)) => Found::Live { username, session },
     })
 }
 
@@ -591,11 +789,13 @@ mod tests {
     fn a_reused_refresh_token_revokes_its_family() {
         let (s, dir) = store();
         s.create_user("bob", "h", &["admin".into()]).unwrap();
-        s.insert_refresh("t1", "fam", "bob", 2_000_000_000).unwrap();
+        s.insert_refresh("t1", "fam", "bob", 2_000_000_000, &SessionInfo::default())
+            .unwrap();
         assert_eq!(
             s.rotate_refresh("t1", "t2", 100, 2_000_000_000).unwrap(),
             Rotation::Rotated {
-                username: "bob".into()
+                username: "bob".into(),
+                session: SessionInfo::default(),
             }
         );
         assert_eq!(
@@ -619,10 +819,192 @@ mod tests {
     #[test]
     fn expired_refresh_tokens_are_invalid() {
         let (s, dir) = store();
-        s.insert_refresh("t1", "fam", "bob", 50).unwrap();
+        s.insert_refresh("t1", "fam", "bob", 50, &SessionInfo::default())
+            .unwrap();
         assert_eq!(
             s.rotate_refresh("t1", "t2", 100, 200).unwrap(),
             Rotation::Invalid
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    fn sso(sid: &str) -> SessionInfo {
+        SessionInfo {
+            idp: "corp".into(),
+            roles: vec!["staff".into()],
+            session_start: 1_000,
+            sid: sid.into(),
+            id_token: "id.token.sig".into(),
+            idp_sub: "u-1".into(),
+        }
+    }
+
+    fn flow(state: &str, expires_at: u64) -> Flow {
+        Flow {
+            state_hash: state.into(),
+            binding_hash: "b".into(),
+            issuer: "corp".into(),
+            nonce: "n".into(),
+            verifier: "v".into(),
+            return_to: "/app".into(),
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn a_flow_is_taken_once_and_never_after_it_expires() {
+        let (s, dir) = store();
+        s.put_flow(&flow("s1", 700), 100).unwrap();
+        s.put_flow(&flow("s2", 700), 100).unwrap();
+        s.put_flow(&flow("old", 150), 100).unwrap();
+        // Another browser's binding neither gets nor spends it.
+        assert_eq!(s.take_flow("s1", "other", 200).unwrap(), None);
+        assert_eq!(s.take_flow("s1", "b", 200).unwrap(), Some(flow("s1", 700)));
+        assert_eq!(s.take_flow("s1", "b", 200).unwrap(), None, "single use");
+        // Another tab's flow is untouched.
+        assert_eq!(s.take_flow("s2", "b", 200).unwrap(), Some(flow("s2", 700)));
+        assert_eq!(s.take_flow("old", "b", 200).unwrap(), None, "expired");
+        assert_eq!(s.take_flow("nope", "b", 200).unwrap(), None);
+        // put_flow sweeps expired rows.
+        s.put_flow(&flow("old2", 150), 100).unwrap();
+        s.put_flow(&flow("s3", 900), 300).unwrap();
+        let n: i64 = s
+            .with(|c| {
+                c.query_row("SELECT COUNT(*) FROM oidc_flows", [], |r| r.get(0))
+                    .map_err(be)
+            })
+            .unwrap();
+        assert_eq!(n, 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn two_connections_racing_for_one_flow_get_it_once() {
+        let (s, dir) = store();
+        let path = dir.join("sub/users.db");
+        s.put_flow(&flow("race", 10_000), 100).unwrap();
+        let other = SqliteStore::open(&path).unwrap();
+        let got = std::thread::scope(|sc| {
+            let a = sc.spawn(|| s.take_flow("race", "b", 200).unwrap());
+            let b = sc.spawn(|| other.take_flow("race", "b", 200).unwrap());
+            [a.join().unwrap(), b.join().unwrap()]
+        });
+        assert_eq!(got.iter().filter(|f| f.is_some()).count(), 1);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_sso_session_rotates_with_its_session_and_dies_by_its_own_key() {
+        let (s, dir) = store();
+        // A local alice and corp's alice are two people.
+        s.insert_refresh(
+            "local",
+            "f0",
+            "alice",
+            2_000_000_000,
+            &SessionInfo::default(),
+        )
+        .unwrap();
+        s.insert_refresh("t1", "f1", "alice", 2_000_000_000, &sso("sid-1"))
+            .unwrap();
+        assert_eq!(
+            s.rotate_refresh("t1", "t2", 100, 2_000_000_000).unwrap(),
+            Rotation::Rotated {
+                username: "alice".into(),
+                session: sso("sid-1")
+            }
+        );
+        let live = s.live_refresh_tokens(100).unwrap();
+        let t2 = live.iter().find(|r| r.token_hash == "t2").unwrap();
+        assert_eq!(t2.session, sso("sid-1"));
+        let by = |idp, sub, sid| s.logout_subjects(idp, sub, sid, 100).unwrap();
+        assert_eq!(by("corp", None, Some("sid-1")), ["alice"]);
+        assert_eq!(by("corp", Some("u-1"), None), ["alice"]);
+        assert_eq!(by("corp", Some("u-1"), Some("sid-1")), ["alice"]);
+        assert!(by("corp", Some("u-2"), Some("sid-1")).is_empty());
+        assert!(by("corp", None, Some("sid-2")).is_empty());
+        assert!(by("other", None, Some("sid-1")).is_empty());
+        assert!(by("corp", None, None).is_empty());
+        // A family already logged out still names its identity: its access tokens
+        // may live on until a back-channel logout revokes them.
+        s.revoke_family("t2", 100).unwrap();
+        assert_eq!(by("corp", None, Some("sid-1")), ["alice"]);
+        s.revoke_user("corp:alice", 5).unwrap();
+        assert_eq!(
+            s.rotate_refresh("t2", "t3", 100, 2_000_000_000).unwrap(),
+            Rotation::Invalid
+        );
+        // The local account's session lives on.
+        assert!(matches!(
+            s.rotate_refresh("local", "l2", 100, 2_000_000_000).unwrap(),
+            Rotation::Rotated { .. }
+        ));
+        let keys: Vec<String> = s
+            .revocations_since(0)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.username)
+            .collect();
+        assert_eq!(keys, ["corp:alice"]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn reuse_of_a_sso_refresh_token_revokes_the_provider_identity() {
+        let (s, dir) = store();
+        s.insert_refresh("t1", "f1", "alice", 2_000_000_000, &sso(""))
+            .unwrap();
+        s.rotate_refresh("t1", "t2", 100, 2_000_000_000).unwrap();
+        assert_eq!(
+            s.rotate_refresh("t1", "t3", 100, 2_000_000_000).unwrap(),
+            Rotation::Reused {
+                username: "corp:alice".into()
+            }
+        );
+        let keys: Vec<String> = s
+            .revocations_since(0)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.username)
+            .collect();
+        assert_eq!(keys, ["corp:alice"]);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_logout_jti_is_recorded_once() {
+        let (s, dir) = store();
+        assert!(s.record_logout_jti("j1", 500, 100).unwrap());
+        assert!(!s.record_logout_jti("j1", 500, 200).unwrap(), "replay");
+        assert!(s.record_logout_jti("j2", 500, 200).unwrap());
+        // Once expired it is swept (a token that old fails its iat check anyway).
+        assert!(s.record_logout_jti("j1", 900, 600).unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_v2_database_migrates_and_its_refresh_tokens_stay_local_users() {
+        let dir = std::env::temp_dir().join(format!("authgate-v2-{}", crate::ids::uuid_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("users.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute_batch(MIGRATIONS[1]).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute(
+                "INSERT INTO refresh_tokens (token_hash, family, username, expires_at) VALUES ('t', 'f', 'bob', 2000000000)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(
+            s.rotate_refresh("t", "t2", 100, 2_000_000_000).unwrap(),
+            Rotation::Rotated {
+                username: "bob".into(),
+                session: SessionInfo::default()
+            }
         );
         std::fs::remove_dir_all(dir).ok();
     }

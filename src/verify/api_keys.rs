@@ -258,6 +258,9 @@ impl Entry {
                 ("roles".to_string(), roles),
                 ("sub".to_string(), Value::String(self.user.clone())),
             ],
+            // A key's user is a local account; `users revoke` ends its keys in the
+            // store, which the key poll carries to every gateway.
+            revocation_key: Some(self.user.clone()),
         })
     }
 }

@@ -105,6 +105,7 @@ mod tests {
     fn v() -> Arc<Verified> {
         Arc::new(Verified {
             source: crate::config::IssuerRef::SelfIssued,
+            revocation_key: None,
             sub: "a".into(),
             iat: None,
             issued_ms: None,

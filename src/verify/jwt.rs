@@ -130,9 +130,8 @@ pub struct Verifier {
     leeway: u64,
     identity_header: HeaderName,
     claim_headers: Vec<(HeaderName, String)>,
-    /// `forward.issuer_header`: `self` for our tokens, the `[[issuer]]` name for
-    /// theirs (by index), so a backend can tell who vouched (SPEC §16 adds `apikey`).
-    issuer_header: Option<(HeaderName, Vec<Option<HeaderValue>>)>,
+    /// SPEC §14 `forward.issuer_header`.
+    issuer_header: Option<HeaderName>,
     cache: TokenCache,
 }
 
@@ -151,6 +150,8 @@ impl Verifier {
         let mut plan = ClaimPlan::default();
         // authgate's own tokens carry the issuing instant in ms (SPEC §9 revocation).
         plan.add("iat_ms");
+        // SPEC §14: a session signed in through a provider names it.
+        plan.add("idp");
         let mut required = Vec::new();
         for i in &config.issuers {
             plan.add(&i.identity_claim);
@@ -174,14 +175,7 @@ impl Verifier {
             leeway: config.tokens.leeway.as_secs(),
             identity_header: config.forward.identity_header.clone(),
             claim_headers: config.forward.claim_headers.clone(),
-            issuer_header: config.forward.issuer_header.clone().map(|h| {
-                let names = config
-                    .issuers
-                    .iter()
-                    .map(|i| HeaderValue::from_str(&i.name).ok())
-                    .collect();
-                (h, names)
-            }),
+            issuer_header: config.forward.issuer_header.clone(),
             cache: TokenCache::new(16_384),
         })
     }
@@ -300,7 +294,7 @@ impl Verifier {
         let aud = c
             .slot(Slot::Aud)
             .ok_or_else(|| bad("missing required claim aud"))?;
-        let (source, want_iss, audiences, identity_claim) = match chosen {
+        let (mut source, want_iss, audiences, identity_claim) = match chosen {
             Chosen::Own(o) => (IssuerRef::SelfIssued, &o.iss, &o.audiences, "sub"),
             Chosen::External(i, s) => (
                 IssuerRef::External(*i),
@@ -336,25 +330,43 @@ impl Verifier {
                 return Err(bad("roles must be an array of strings"));
             }
         }
-        let mut headers = Vec::with_capacity(1 + self.claim_headers.len());
+        // SPEC §14: our own token of a session signed in through a provider carries
+        // `idp`; it then counts as that issuer's (a route's `issuers`, the issuer
+        // header) and is revoked under `idp:sub`.
+        let (origin, revocation_key) = match chosen {
+            Chosen::Own(_) => match c.get(&self.plan, "idp") {
+                None => ("self", Some(sub.clone())),
+                Some(Value::String(idp)) => {
+                    let (i, s) = self
+                        .issuers
+                        .list
+                        .iter()
+                        .enumerate()
+                        .find(|(_, s)| s.cfg.name == *idp)
+                        .ok_or_else(|| bad("idp names no configured issuer"))?;
+                    source = IssuerRef::External(i);
+                    (
+                        s.cfg.name.as_str(),
+                        Some(crate::store::revocation_key(idp, &sub)),
+                    )
+                }
+                Some(_) => return Err(bad("idp must be a string")),
+            },
+            Chosen::External(_, s) => (s.cfg.name.as_str(), None),
+        };
+        let mut headers = Vec::with_capacity(2 + self.claim_headers.len());
         headers.push((
             self.identity_header.clone(),
             header_value(identity_claim, &sub)?,
         ));
+        if let Some(h) = &self.issuer_header {
+            headers.push((h.clone(), header_value("idp", origin)?));
+        }
         for (h, claim) in &self.claim_headers {
             if let Some(v) = c.get(&self.plan, claim) {
                 if let Some(hv) = claim_header_value(claim, v)? {
                     headers.push((h.clone(), hv));
                 }
-            }
-        }
-        if let Some((h, names)) = &self.issuer_header {
-            let v = match source {
-                IssuerRef::SelfIssued => Some(HeaderValue::from_static("self")),
-                IssuerRef::External(i) => names.get(i).cloned().flatten(),
-            };
-            if let Some(v) = v {
-                headers.push((h.clone(), v));
             }
         }
         let claims = self
@@ -375,6 +387,7 @@ impl Verifier {
             nbf,
             headers,
             claims,
+            revocation_key,
         })
     }
 }

@@ -22,6 +22,11 @@ pub struct Verified {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Only the claims some route's `require` names, for the policy check.
     pub claims: Vec<(String, Value)>,
+    /// SPEC §9, §14: the key the revocation list knows this caller by, for authgate's
+    /// own tokens (`alice`, or `corp:alice@example.com` for a session signed in
+    /// through `corp`); `None` for another issuer's tokens. Built once per token, so
+    /// the request path looks it up without allocating.
+    pub revocation_key: Option<String>,
 }
 
 /// Does the token carry what the route requires? Arrays match if they contain any

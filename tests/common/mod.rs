@@ -19,7 +19,9 @@ use hyper::{Request, Response, StatusCode};
 pub mod browser;
 pub mod cluster;
 pub mod idp;
+pub mod oidc;
 pub mod services;
+pub mod webdriver;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_authgate");
 

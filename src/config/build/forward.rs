@@ -28,9 +28,6 @@ pub(super) fn header_name(
 pub(super) fn forward(r: &mut Reader, t: &DeTable) -> Option<Forward> {
     let p = "forward";
     r.only_known(t, p, &["identity_header", "claim_headers", "issuer_header"]);
-    let issuer_header = r
-        .string(t, p, "issuer_header")
-        .and_then(|(s, span)| header_name(r, &s, &span, "forward.issuer_header"));
     let identity_header = match r.string(t, p, "identity_header") {
         Some((s, span)) => header_name(r, &s, &span, "forward.identity_header"),
         None => Some(HeaderName::from_static("x-user")),
@@ -52,6 +49,24 @@ pub(super) fn forward(r: &mut Reader, t: &DeTable) -> Option<Forward> {
             }
         }
     }
+    // SPEC §14: `self`, an [[issuer]]'s name, for backends that see several sources.
+    let issuer_header = match r.string(t, p, "issuer_header") {
+        Some((s, span)) => match header_name(r, &s, &span, "forward.issuer_header") {
+            Some(h)
+                if identity_header.as_ref() == Some(&h)
+                    || claim_headers.iter().any(|(c, _)| *c == h) =>
+            {
+                r.error(
+                    &span,
+                    "forward.issuer_header",
+                    format!("{h} is already set from a claim"),
+                );
+                None
+            }
+            other => other,
+        },
+        None => None,
+    };
     let identity_header = identity_header?;
     for (h, _) in &claim_headers {
         if *h == identity_header {

@@ -118,7 +118,8 @@ pub fn build(text: &str, origin: &str, base: &Path) -> Result<Config, ConfigErro
             }
         }
     }
-    let issuers = issuers(&mut r, doc, base);
+    let session_cookie = session.as_ref().is_some_and(|s| s.cookie);
+    let issuers = issuers(&mut r, doc, base, session_cookie);
     let telemetry = section(&mut r, "telemetry").map(|t| telemetry(&mut r, t));
     let audit = section(&mut r, "audit").and_then(|t| audit(&mut r, t, base));
     let identity_enabled = identity.as_ref().is_none_or(|i| i.enabled);

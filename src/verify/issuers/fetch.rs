@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -83,7 +83,9 @@ pub fn runtime() -> Option<&'static tokio::runtime::Handle> {
     .as_ref()
 }
 
-pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// `Full` bodies: empty for the GETs of keys and discovery, a form for the token
+/// request of a sign-in (SPEC §14), over the same pooled connections.
+pub type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One pooled client per issuer, trusting the system roots plus its `ca`.
 pub fn client(ca_pem: Option<&[u8]>) -> Result<HttpsClient, HttpsError> {
@@ -124,7 +126,7 @@ pub async fn get(client: &HttpsClient, url: &str) -> Result<(HeaderMap, Bytes), 
             http::header::USER_AGENT,
             concat!("authgate/", env!("CARGO_PKG_VERSION")),
         )
-        .body(Empty::new())
+        .body(Full::new(Bytes::new()))
         .map_err(|e| FetchError::Url(e.to_string()))?;
     let work = async {
         let resp = client.request(req).await.map_err(|e| FetchError::Connect {
@@ -174,9 +176,22 @@ pub async fn get(client: &HttpsClient, url: &str) -> Result<(HeaderMap, Bytes), 
         })?
 }
 
-/// The `jwks_uri` of an OpenID provider. OIDC Discovery §4.3: the document's `issuer`
-/// must equal the configured one, or the document is not this issuer's.
-pub async fn discover(client: &HttpsClient, issuer: &str) -> Result<String, FetchError> {
+/// What an OpenID provider's discovery document says, as far as authgate uses it:
+/// the keys (SPEC §10) and, for sign-in (SPEC §14), the endpoints and RFC 9207.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Discovery {
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    /// RFC 9207 §3: the provider sends `iss` with every authorization response.
+    pub iss_parameter_supported: bool,
+}
+
+/// The discovery document of an OpenID provider. OIDC Discovery §4.3: the document's
+/// `issuer` must equal the configured one, or the document is not this issuer's.
+/// Every endpoint named must pass the same https-or-loopback rule as the keys.
+pub async fn discover(client: &HttpsClient, issuer: &str) -> Result<Discovery, FetchError> {
     let url = format!(
         "{}/.well-known/openid-configuration",
         issuer.trim_end_matches('/')
@@ -199,11 +214,28 @@ pub async fn discover(client: &HttpsClient, issuer: &str) -> Result<String, Fetc
         .and_then(|v| v.as_str())
         .ok_or_else(|| FetchError::Discovery(format!("{url}: no jwks_uri")))?;
     check_fetch_url(jwks_uri).map_err(|e| FetchError::Discovery(format!("jwks_uri {e}")))?;
-    Ok(jwks_uri.to_string())
+    let endpoint = |name: &str| -> Result<Option<String>, FetchError> {
+        match doc.get(name).and_then(|v| v.as_str()) {
+            None => Ok(None),
+            Some(u) => check_fetch_url(u)
+                .map(|()| Some(u.to_string()))
+                .map_err(|e| FetchError::Discovery(format!("{name} {e}"))),
+        }
+    };
+    Ok(Discovery {
+        jwks_uri: jwks_uri.to_string(),
+        authorization_endpoint: endpoint("authorization_endpoint")?,
+        token_endpoint: endpoint("token_endpoint")?,
+        end_session_endpoint: endpoint("end_session_endpoint")?,
+        iss_parameter_supported: doc
+            .get("authorization_response_iss_parameter_supported")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false),
+    })
 }
 
 /// An error with its sources, for one log line (TLS failures hide in the chain).
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -22,7 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use crate::config::{Config, IssuerConfig, JwksSource};
 use crate::verify::jwk::VerifyKey;
-use fetch::{FetchError, HttpsClient};
+use fetch::{Discovery, FetchError, HttpsClient};
 use jwks::KeyMap;
 
 /// SPEC §10: the last good keys keep working this long after they were fetched.
@@ -67,6 +67,8 @@ pub struct IssuerState {
     last_demand: AtomicU64,
     epoch: Instant,
     client: HttpsClient,
+    /// The last discovery document read (SPEC §14 sign-in needs its endpoints).
+    discovered: ArcSwapOption<Discovery>,
 }
 
 impl Drop for IssuerState {
@@ -97,8 +99,26 @@ impl IssuerState {
             last_demand: AtomicU64::new(u64::MAX),
             epoch: Instant::now(),
             client,
+            discovered: ArcSwapOption::empty(),
             cfg,
         })
+    }
+
+    /// The HTTPS client of this issuer (system roots plus its `ca`).
+    pub fn client(&self) -> &HttpsClient {
+        &self.client
+    }
+
+    /// The discovery document as last read, if any.
+    pub fn discovered(&self) -> Option<Arc<Discovery>> {
+        self.discovered.load_full()
+    }
+
+    /// Remembers a discovery document read outside the fetch loop (sign-in).
+    pub fn remember_discovery(&self, d: Discovery) -> Arc<Discovery> {
+        let d = Arc::new(d);
+        self.discovered.store(Some(d.clone()));
+        d
     }
 
     /// The keys, unless none were ever fetched or the last good ones are over 24 h old.
@@ -172,7 +192,9 @@ impl IssuerState {
             (JwksSource::Uri(u), _) => u.clone(),
             (JwksSource::Discovery, Some(u)) => u.clone(),
             (JwksSource::Discovery, None) => {
-                let u = fetch::discover(&self.client, &self.cfg.issuer).await?;
+                let d = fetch::discover(&self.client, &self.cfg.issuer).await?;
+                let u = d.jwks_uri.clone();
+                self.discovered.store(Some(Arc::new(d)));
                 *jwks_uri = Some(u.clone());
                 u
             }
@@ -194,6 +216,19 @@ impl IssuerState {
         }
         result
     }
+}
+
+/// An issuer with fixed keys and no fetch loop, for unit tests of code that verifies
+/// with an issuer's keys (sign-in, SPEC §14).
+#[cfg(test)]
+pub(crate) fn for_test(cfg: IssuerConfig, keys: KeyMap) -> Arc<IssuerState> {
+    let s = IssuerState::new(cfg, 0).expect("an issuer without ca builds");
+    s.keys.store(Some(Arc::new(KeySnapshot {
+        keys,
+        fetched: Instant::now(),
+        fetched_unix: 0,
+    })));
+    Arc::new(s)
 }
 
 /// The fetch loop of one issuer; it ends when the issuer's snapshot is dropped.
