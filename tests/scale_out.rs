@@ -131,7 +131,7 @@ async fn three_gateways_starting_together_on_an_empty_database_all_come_up() {
         .map(|h| h.join().unwrap().unwrap_or_else(|e| panic!("{e}")))
         .collect();
     // Schema v3: SPEC §14 sign-in (v2 is empty on PostgreSQL, to count as SQLite does).
-    assert_eq!(db.query("SELECT version FROM authgate_schema"), "3");
+    assert_eq!(db.query("SELECT version FROM authgate_schema"), "4");
     for (i, gw) in gws.iter().enumerate() {
         let name = format!("erin{i}");
         assert_eq!(register(gw, &name, PW).await.status(), 201);
@@ -267,7 +267,7 @@ async fn a_schema_newer_than_the_binary_is_refused_in_one_line() {
         .lines()
         .find(|l| l.contains("newer than this authgate"))
         .unwrap_or_else(|| panic!("{err}"));
-    assert!(line.contains("v99") && line.contains("(v3)"), "{line}");
+    assert!(line.contains("v99") && line.contains("(v4)"), "{line}");
     // The tables were left alone.
     assert_eq!(db.query("SELECT version FROM authgate_schema"), "99");
 }
