@@ -28,13 +28,14 @@ const QUEUE: usize = 4096;
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
     Register,
-    /// `ok`, `bad_credentials`, `throttled`, `invalid_request`, `error`.
+    /// `ok`, `bad_credentials`, `throttled`, `invalid_request`, `error`; for a
+    /// sign-in through a provider `ok`, `sso_denied`, `sso_failed`.
     Login {
         outcome: &'static str,
     },
     RefreshReuse,
     Logout,
-    /// `by`: `cli`, `reuse`, `logout`.
+    /// `by`: `cli`, `reuse`, `logout`, `backchannel`.
     Revoke {
         by: &'static str,
     },
@@ -299,6 +300,18 @@ pub fn login(metric_outcome: &'static str) {
         other => other,
     };
     emit_opt(Event::Login { outcome }, None);
+}
+
+/// A sign-in through a provider (SPEC §14): `ok` with the identity as
+/// `issuer:sub`, else `sso_denied` (the `allow` rules or the provider said no) or
+/// `sso_failed` (state, provider error or outage: the log has the detail).
+pub fn sso_login(class: &'static str, identity: Option<&str>) {
+    let outcome = match class {
+        "success" => "ok",
+        "access_denied" => "sso_denied",
+        _ => "sso_failed",
+    };
+    emit_opt(Event::Login { outcome }, identity);
 }
 
 /// A spent refresh token came back: its family and every token of the user die.

@@ -422,3 +422,72 @@ async fn forged_or_malformed_logout_tokens_are_400_and_end_nothing() {
         .unwrap();
     assert_eq!(r.status(), 405);
 }
+
+// ---------------------------------------------------------------- the audit trail
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_ins_denials_and_back_channel_logouts_are_audited_without_secrets() {
+    let w = LoginWorld::with_cfg(
+        |_| {},
+        |c| {
+            c.identity.push_str("revocation_poll = \"1s\"\n");
+            c.rest
+                .push_str("\n[audit]\npath = \"file:log/audit.log\"\n");
+        },
+    );
+    let mut a = w.agent();
+    assert_eq!(a.sign_in("corp", "/").await.status, 303);
+    let access = a.cookie(ACCESS_COOKIE).unwrap().to_string();
+    let refresh = a.cookie(REFRESH_COOKIE).unwrap().to_string();
+    let sid = w.op.id_tokens().last().unwrap()["sid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    w.op.fault(Fault::AuthorizeDenied);
+    let r = w.agent().sign_in("corp", "/").await;
+    assert_refused(&r, "access_denied", 403, "error=access_denied");
+    let lt = w.op.logout_token(Some("alice"), Some(&sid), json!({}));
+    let s = post_logout_token(&w.gw, &lt).await;
+    assert!(s == 200 || s == 204, "a valid logout token: {s}");
+
+    let file = w.gw.dir.path().join("log/audit.log");
+    let mut lines: Vec<serde_json::Value> = Vec::new();
+    let complete = eventually(Duration::from_secs(5), || {
+        let file = file.clone();
+        async move {
+            std::fs::read_to_string(&file)
+                .is_ok_and(|t| t.contains("\"backchannel\"") && t.contains("sso_denied"))
+        }
+    })
+    .await;
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(complete, "audit log: {text}");
+    for l in text.lines() {
+        lines.push(serde_json::from_str(l).expect("one JSON object per line"));
+    }
+    let who = "corp:alice@example.com";
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "login" && l["outcome"] == "ok" && l["user"] == who),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "login" && l["outcome"] == "sso_denied"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "revoke" && l["by"] == "backchannel" && l["user"] == who),
+        "{text}"
+    );
+    for secret in [&access, &refresh, &lt] {
+        assert!(
+            !text.contains(secret.as_str()),
+            "a secret reached the audit log"
+        );
+    }
+}

@@ -99,3 +99,18 @@ pub async fn decide<'s>(rt: &'s Snapshot, ask: &Ask<'_>) -> Result<Allowed<'s>, 
         Err(error) => Err(denied(error)),
     }
 }
+
+/// Where a browser navigation refused for want of a session goes (SPEC §12, §14):
+/// the sign-in page with `return_to`, or, with no password form and exactly one
+/// provider, straight to that provider's sign-in. The proxy and forward-auth both
+/// send it here, so they agree.
+pub fn sign_in(
+    rt: &Snapshot,
+    path: &str,
+    query: Option<&str>,
+) -> http::Response<crate::body::Body> {
+    match rt.config.sole_provider() {
+        Some(name) => session::provider_redirect(name, path, query),
+        None => session::login_redirect(&rt.config.identity.paths.login, path, query),
+    }
+}

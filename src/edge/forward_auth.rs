@@ -14,7 +14,6 @@ use crate::body::{empty, Body};
 use crate::config::ForwardAuthKind;
 use crate::error::ApiError;
 use crate::header_names::{X_FORWARDED_HOST, X_FORWARDED_PROTO};
-use crate::identity::session;
 use crate::request::ConnInfo;
 use crate::state::{RouteRef, Snapshot};
 
@@ -223,9 +222,7 @@ async fn check<B>(
             "no_route",
         ),
         Err(Refused::SignIn { index, error }) => {
-            let login = &rt.config.identity.paths.login;
-            let query = req_query(h, kind);
-            let redirect = session::login_redirect(login, &d.path, query);
+            let redirect = super::decide::sign_in(rt, &d.path, req_query(h, kind));
             let r = match kind {
                 // nginx's auth_request passes 401 and 403 only: the sign-in URL
                 // rides on the 401 for `error_page 401` to send the browser to.

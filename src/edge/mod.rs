@@ -370,12 +370,7 @@ async fn dispatch(
             if let Some(reason) = error.auth_failure_reason() {
                 metrics::counter!("authgate_auth_failures_total", "reason" => reason).increment(1);
             }
-            // SPEC §14: no password form and one provider: straight to it.
-            if let Some(name) = rt.config.sole_provider() {
-                return Ok(session::provider_redirect(name, path, req.uri().query()));
-            }
-            let login = &rt.config.identity.paths.login;
-            return Ok(session::login_redirect(login, path, req.uri().query()));
+            return Ok(decide::sign_in(rt, path, req.uri().query()));
         }
     };
     trace.route = Some(RouteRef::Route(index));

@@ -175,6 +175,7 @@ pub async fn callback<B>(
             let name = issuer_name.as_deref().unwrap_or("-");
             tracing::info!(issuer = %name, user = %sub, "signed in through the provider");
             count(name, "success");
+            crate::audit::sso_login("success", Some(&crate::store::revocation_key(name, &sub)));
             *resp.status_mut() = StatusCode::SEE_OTHER;
             if let Ok(v) = HeaderValue::from_str(&return_to) {
                 resp.headers_mut().insert(LOCATION, v);
@@ -187,6 +188,7 @@ pub async fn callback<B>(
             let name = issuer_name.as_deref().unwrap_or("-");
             tracing::warn!(issuer = %name, error = %e, "sign-in failed");
             count(name, e.code());
+            crate::audit::sso_login(e.code(), None);
             Ok((error_page(rt, e), None))
         }
     }

@@ -95,7 +95,9 @@ pub async fn backchannel(
     })
     .await?;
     for s in &subjects {
-        revoke_everywhere(rt, &revocation_key(&cfg.name, s)).await?;
+        let key = revocation_key(&cfg.name, s);
+        revoke_everywhere(rt, &key).await?;
+        crate::audit::emit(crate::audit::Event::Revoke { by: "backchannel" }, &key);
     }
     tracing::info!(issuer = %cfg.name, sessions_of = subjects.len(), "back-channel logout");
     let mut r = Response::new(empty());
