@@ -5,14 +5,12 @@
 //! by `check` at their line; and a real browser (headless Chromium) reading a
 //! protected route from an allowed origin and blocked from another.
 mod common;
+use common::webdriver::{tools, Browser, Driver};
 use common::*;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const APP: &str = "https://app.example.com";
@@ -344,140 +342,17 @@ fn check_refuses_unsafe_or_malformed_cors_policies_at_their_line() {
 
 // ---------------------------------------------------------------- headless Chromium
 
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// chromium and chromedriver, or `None` when this is not CI and they are absent.
-fn tools() -> Option<(PathBuf, PathBuf)> {
-    match (which("chromium"), which("chromedriver")) {
-        (Some(c), Some(d)) => Some((c, d)),
-        _ => {
-            let ci = std::env::var("CI").is_ok_and(|v| v == "true" || v == "1");
-            assert!(!ci, "CI=true but chromium or chromedriver is missing");
-            eprintln!("SKIPPED: chromium/chromedriver not installed");
-            None
+/// Waits (with a deadline) for the page's `#out` to be written by its script.
+async fn result(b: &Browser<'_>) -> String {
+    let js = "const e = document.getElementById('out'); return e ? e.textContent : '';";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = b.script(js).await.as_str().unwrap_or("").to_string();
+        if s != "pending" && !s.is_empty() {
+            return s;
         }
-    }
-}
-
-/// chromedriver on a port of its own, one session; killed (this child only) when dropped.
-struct Chrome {
-    child: Child,
-    base: String,
-    session: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Chrome {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Chrome {
-    async fn start(chromium: &Path, chromedriver: &Path, profile: &Path) -> Chrome {
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(Duration::from_secs(90))
-            .build()
-            .unwrap();
-        for _ in 0..3 {
-            let port = dead_addr().port();
-            let child = Command::new(chromedriver)
-                .arg(format!("--port={port}"))
-                .arg("--allowed-ips=127.0.0.1")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start chromedriver");
-            let mut c = Chrome {
-                child,
-                base: format!("http://127.0.0.1:{port}"),
-                session: String::new(),
-                http: http.clone(),
-            };
-            let deadline = Instant::now() + Duration::from_secs(60);
-            while Instant::now() < deadline {
-                if let Ok(r) = c.http.get(format!("{}/status", c.base)).send().await {
-                    if let Ok(v) = r.json::<Value>().await {
-                        if v["value"]["ready"] == true {
-                            let args = [
-                                "--headless",
-                                "--no-sandbox",
-                                "--disable-gpu",
-                                "--no-first-run",
-                                "--disable-background-networking",
-                                "--disable-dev-shm-usage",
-                            ]
-                            .iter()
-                            .map(|s| s.to_string())
-                            .chain([format!("--user-data-dir={}", profile.display())])
-                            .collect::<Vec<_>>();
-                            let caps = json!({ "capabilities": { "alwaysMatch": {
-                                "browserName": "chrome",
-                                "goog:chromeOptions": { "binary": chromium, "args": args }
-                            }}});
-                            let v = c.call(reqwest::Method::POST, "/session", Some(caps)).await;
-                            c.session = v["sessionId"].as_str().expect("sessionId").to_string();
-                            return c;
-                        }
-                    }
-                }
-                if c.child.try_wait().ok().flatten().is_some() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        panic!("chromedriver never became ready (3 attempts)");
-    }
-
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut b = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(body) = body {
-            b = b.json(&body);
-        }
-        let r = b.send().await.expect("WebDriver request");
-        let status = r.status();
-        let v: Value = r.json().await.expect("WebDriver JSON");
-        assert!(status.is_success(), "WebDriver {path}: {status} {v}");
-        v["value"].clone()
-    }
-
-    async fn goto(&self, url: &str) {
-        let path = format!("/session/{}/url", self.session);
-        self.call(reqwest::Method::POST, &path, Some(json!({ "url": url })))
-            .await;
-    }
-
-    /// Waits (with a deadline) for the page's `#out` to be written by its script.
-    async fn result(&self) -> String {
-        let path = format!("/session/{}/execute/sync", self.session);
-        let js = "const e = document.getElementById('out'); return e ? e.textContent : '';";
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = self
-                .call(
-                    reqwest::Method::POST,
-                    &path,
-                    Some(json!({ "script": js, "args": [] })),
-                )
-                .await;
-            let s = v.as_str().unwrap_or("").to_string();
-            if s != "pending" && !s.is_empty() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "the page script never finished");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        assert!(Instant::now() < deadline, "the page script never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -543,9 +418,10 @@ async fn in_chromium_a_page_on_an_allowed_origin_reads_the_route_and_another_ori
     *evil_page.lock().unwrap() = fetch_page(&api, &token);
 
     let profile = TempDir::new("cors-chromium-profile");
-    let chrome = Chrome::start(&chromium, &chromedriver, profile.path()).await;
+    let driver = Driver::start(&chromedriver).await;
+    let chrome = Browser::open(&driver, &chromium, profile.path()).await;
     chrome.goto(&format!("http://{good}/")).await;
-    let got = chrome.result().await;
+    let got = result(&chrome).await;
     assert!(
         got.starts_with("OK 200 ") && got.contains("/api/x"),
         "the allowed origin could not read the route: {got}\n{}",
@@ -557,7 +433,7 @@ async fn in_chromium_a_page_on_an_allowed_origin_reads_the_route_and_another_ori
         "only the real request is forwarded, not its preflight"
     );
     chrome.goto(&format!("http://{evil}/")).await;
-    let got = chrome.result().await;
+    let got = result(&chrome).await;
     assert_eq!(got, "ERR TypeError", "another origin read the route");
     // Its preflight was refused by the gateway: nothing more reached the upstream.
     assert_eq!(up.count(), 1);

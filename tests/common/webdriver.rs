@@ -1,7 +1,7 @@
 //! A real browser for the tests: Debian's headless Chromium driven through
-//! chromedriver's W3C WebDriver protocol by a small reqwest client. The same code as
-//! tests/browser_chromium.rs (kept there as it was), plus tabs and trust for the test
-//! providers' HTTPS (`--ignore-certificate-errors`, `acceptInsecureCerts`).
+//! chromedriver's W3C WebDriver protocol by a small reqwest client, shared by every
+//! browser test: tabs, XPath clicks, and trust for the test providers' HTTPS
+//! (`--ignore-certificate-errors`, `acceptInsecureCerts`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
