@@ -162,29 +162,7 @@ pub(crate) async fn issue_pair(
     roles: &[String],
     rotated: Option<String>,
 ) -> Result<TokenPair, ApiError> {
-    let issuer = rt
-        .signer
-        .as_ref()
-        .ok_or_else(|| ApiError::Internal("the built-in identity is disabled".into()))?;
-    let access = issuer
-        .issue(username, roles)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    let refresh = match rotated {
-        Some(r) => r,
-        None => {
-            let refresh = crate::ids::b64url(&crate::ids::random_bytes::<32>());
-            let hash = sha256_hex(&refresh);
-            let family = crate::ids::hex(&crate::ids::random_bytes::<16>());
-            let user = username.to_string();
-            let exp = crate::clock::now_secs() + rt.config.tokens.refresh_ttl.as_secs();
-            store(rt, move |s| {
-                s.insert_refresh(&hash, &family, &user, exp, &Default::default())
-            })
-            .await?;
-            refresh
-        }
-    };
-    Ok(TokenPair { access, refresh })
+    issue(rt, username, roles, SessionInfo::default(), rotated).await
 }
 
 /// The pair of a session signed in through a provider (SPEC §14): the access token
@@ -196,12 +174,26 @@ pub(crate) async fn issue_session_pair(
     session: SessionInfo,
     rotated: Option<String>,
 ) -> Result<TokenPair, ApiError> {
+    let roles = session.roles.clone();
+    issue(rt, sub, &roles, session, rotated).await
+}
+
+/// Signs the access token (with `idp` for a provider's identity) and, unless a
+/// rotation already stored it, starts a refresh family carrying `session`.
+async fn issue(
+    rt: &Snapshot,
+    sub: &str,
+    roles: &[String],
+    session: SessionInfo,
+    rotated: Option<String>,
+) -> Result<TokenPair, ApiError> {
     let signer = rt
         .signer
         .as_ref()
         .ok_or_else(|| ApiError::Internal("no signing key".into()))?;
+    let idp = (!session.idp.is_empty()).then_some(session.idp.as_str());
     let access = signer
-        .issue_for(sub, Some(&session.idp), &session.roles)
+        .issue_for(sub, idp, roles)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let refresh = match rotated {
         Some(r) => r,
