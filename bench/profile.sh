@@ -2,7 +2,8 @@
 # Instruction counts per proxied request under callgrind: stable on a noisy machine,
 # so a hot-path change can be measured before and after (issue: benchmark).
 #
-#   bash bench/profile.sh [public|required|distinct-hs256|issuer-rs256]   (default: required, EdDSA)
+#   bash bench/profile.sh [public|required|session|distinct-hs256|issuer-rs256|limited-local|limited-redis]
+#   (default: required, EdDSA; session: the same token in the session cookie)
 #
 # distinct-hs256: HS256, every request a token never seen before (no verified-token cache
 # hit): what an uncached verification costs (issue 10). issuer-rs256: an [[issuer]] (SPEC §10)
@@ -49,6 +50,9 @@ case $CASE in
         "${PYJWT:-python3}" "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"
         python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$DIR/jwks" >/dev/null 2>&1 & PIDS+=($!)
         printf '\n[[issuer]]\nname = "bench-idp"\nissuer = "https://idp.bench.test"\njwks_uri = "http://127.0.0.1:%s/jwks.json"\naudiences = ["api"]\nalgorithms = ["RS256"]\n' "$JWKS_PORT" >>"$DIR/gateway.toml" ;;
+    session)
+        # SPEC §12/§14: the same token as `required`, carried by the session cookie.
+        printf '\n[session]\ncookie = true\n' >>"$DIR/gateway.toml" ;;
     limited-local|limited-redis)
         sed -i 's/^path = "\/protected"$/path = "\/protected"\nrate_limit = { rate = "1000000\/sec", per = "user" }/' "$DIR/gateway.toml"
         if [ "$CASE" = limited-redis ]; then
@@ -64,6 +68,7 @@ TOKEN=$(login_token "http://127.0.0.1:$PORT" '{"username":"profiler","password":
 URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); SCRIPT=()
 case $CASE in
     public) URL=/public/x; HDR=() ;;
+    session) HDR=(-H "Cookie: theme=dark; __Host-authgate=$TOKEN") ;;
     distinct-hs256)
         "${PYJWT:-python3}" "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
 esac
