@@ -4,6 +4,8 @@
 #
 #   bash bench/profile.sh [public|required|session|distinct-hs256|issuer-rs256|limited-local|limited-redis]
 #   (default: required, EdDSA; session: the same token in the session cookie)
+#   OTHER_COOKIES="theme=dark" sends other cookies too: beside ours in the session case,
+#   in a Cookie header of their own otherwise (so session and required compare alike).
 #
 # distinct-hs256: HS256, every request a token never seen before (no verified-token cache
 # hit): what an uncached verification costs (issue 10). issuer-rs256: an [[issuer]] (SPEC §10)
@@ -68,10 +70,13 @@ TOKEN=$(login_token "http://127.0.0.1:$PORT" '{"username":"profiler","password":
 URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); SCRIPT=()
 case $CASE in
     public) URL=/public/x; HDR=() ;;
-    session) HDR=(-H "Cookie: theme=dark; __Host-authgate=$TOKEN") ;;
+    session) HDR=(-H "Cookie: ${OTHER_COOKIES:+$OTHER_COOKIES; }__Host-authgate=$TOKEN") ;;
     distinct-hs256)
         "${PYJWT:-python3}" "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
 esac
+# Like for like: the session case with OTHER_COOKIES set (say "theme=dark") beside the
+# required case with the same, which then sends them in a Cookie header of their own.
+if [ -n "${OTHER_COOKIES:-}" ] && [ "$CASE" != session ]; then HDR+=(-H "Cookie: $OTHER_COOKIES"); fi
 if [ -f "$DIR/tokens.txt" ]; then
     # Warm with the last token (pool, keys); the run then sends each other token once.
     HDR=(-H "Authorization: Bearer $(tail -1 "$DIR/tokens.txt")")

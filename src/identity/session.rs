@@ -2,8 +2,8 @@
 //! rule, `return_to`, and the redirect of a browser navigation to the sign-in page.
 //!
 //! Pure functions over headers and strings; the endpoints that set and clear the
-//! cookies are in `auth::browser`, the edge calls [`access_cookie`],
-//! [`check_csrf`] and [`strip_cookies`].
+//! cookies are in `identity::browser` and `identity::cookies`, the edge calls
+//! [`access_cookie`], [`check_csrf`] and [`strip_cookies`].
 
 use http::header::{HeaderMap, HeaderValue, ACCEPT, COOKIE, LOCATION, ORIGIN};
 use http::{Method, Response, StatusCode};
@@ -47,31 +47,56 @@ impl From<SessionError> for ApiError {
     }
 }
 
-/// Every `name=value` pair of every `Cookie` header, in order (HTTP/2 clients
-/// may send one header per cookie). Pairs that are not UTF-8 are skipped here;
-/// [`strip_cookies`] works on bytes and removes ours from those too.
-fn pairs(h: &HeaderMap) -> impl Iterator<Item = (&str, &str)> {
-    h.get_all(COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| {
-            let (k, v) = kv.split_once('=')?;
-            Some((k.trim(), v.trim()))
-        })
+/// One `name=value` pair of a `Cookie` header, as the bytes sent: `whole` is the
+/// pair trimmed, `value` is empty when there is no `=`.
+struct Pair<'a> {
+    whole: &'a [u8],
+    name: &'a [u8],
+    value: &'a [u8],
 }
 
-/// The value of one cookie; an empty value counts as absent. Cookie names are
-/// case-sensitive (RFC 6265 §5.4), so `__host-authgate` is someone else's cookie.
-pub fn cookie<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, SessionError> {
-    let mut found: Option<&str> = None;
-    for (k, v) in pairs(h) {
-        if k != name || v.is_empty() {
+/// The pairs of one `Cookie` header value, in order. Bytes, not `str`: a session
+/// cookie must be found (and stripped) whatever else the header carries, and
+/// `memchr` keeps a long header (a token is ~300 bytes) a few word-wide scans.
+fn pairs(v: &[u8]) -> impl Iterator<Item = Pair<'_>> {
+    let mut rest = Some(v);
+    std::iter::from_fn(move || loop {
+        let r = rest?;
+        let (pair, tail) = match memchr::memchr(b';', r) {
+            Some(i) => (&r[..i], Some(&r[i + 1..])),
+            None => (r, None),
+        };
+        rest = tail;
+        let whole = pair.trim_ascii();
+        if whole.is_empty() {
             continue;
         }
-        match found {
-            Some(prev) if prev != v => return Err(SessionError::DuplicateCookie(name)),
-            _ => found = Some(v),
+        let (name, value) = match memchr::memchr(b'=', whole) {
+            Some(i) => (whole[..i].trim_ascii(), whole[i + 1..].trim_ascii()),
+            None => (whole, &b""[..]),
+        };
+        return Some(Pair { whole, name, value });
+    })
+}
+
+/// The value of one cookie across every `Cookie` header (HTTP/2 clients may send
+/// one header per cookie); an empty value counts as absent, a value that is not
+/// UTF-8 is not ours. Cookie names are case-sensitive (RFC 6265 §5.4), so
+/// `__host-authgate` is someone else's cookie.
+pub fn cookie<'a>(h: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, SessionError> {
+    let mut found: Option<&str> = None;
+    for v in h.get_all(COOKIE) {
+        for p in pairs(v.as_bytes()) {
+            if p.name != name.as_bytes() || p.value.is_empty() {
+                continue;
+            }
+            let Ok(v) = std::str::from_utf8(p.value) else {
+                continue;
+            };
+            match found {
+                Some(prev) if prev != v => return Err(SessionError::DuplicateCookie(name)),
+                _ => found = Some(v),
+            }
         }
     }
     Ok(found)
@@ -92,42 +117,41 @@ pub fn access_cookie<'a>(s: &Session, h: &'a HeaderMap) -> Result<Option<&'a str
 /// asks of a proxy. Done whatever `session.cookie` says: a browser that still has
 /// the cookies from before they were turned off must not hand tokens to backends.
 pub fn strip_cookies(h: &mut HeaderMap) {
-    let ours = |pair: &[u8]| {
-        let name = pair
-            .split(|b| *b == b'=')
-            .next()
-            .unwrap_or(b"")
-            .trim_ascii();
-        name == ACCESS_COOKIE.as_bytes()
-            || name == REFRESH_COOKIE.as_bytes()
-            || name == BINDING_COOKIE.as_bytes()
+    let ours = |p: &Pair| {
+        p.name == ACCESS_COOKIE.as_bytes()
+            || p.name == REFRESH_COOKIE.as_bytes()
+            || p.name == BINDING_COOKIE.as_bytes()
     };
-    // Fast path: most requests carry no session cookie.
-    let any = h.get_all(COOKIE).iter().any(|v| {
-        v.as_bytes()
-            .windows(ACCESS_COOKIE.len())
-            .any(|w| w == ACCESS_COOKIE.as_bytes())
-    });
-    if !any {
+    let values = h.get_all(COOKIE);
+    // Most requests carry none of ours: no copy then.
+    if !values.iter().any(|v| pairs(v.as_bytes()).any(|p| ours(&p))) {
         return;
     }
     let mut kept: Vec<u8> = Vec::new();
-    for v in h.get_all(COOKIE) {
-        for pair in v.as_bytes().split(|b| *b == b';') {
-            let pair = pair.trim_ascii();
-            if pair.is_empty() || ours(pair) {
-                continue;
-            }
+    let mut count = 0;
+    for v in values.iter() {
+        count += 1;
+        for p in pairs(v.as_bytes()).filter(|p| !ours(p)) {
             if !kept.is_empty() {
                 kept.extend_from_slice(b"; ");
             }
-            kept.extend_from_slice(pair);
+            kept.extend_from_slice(p.whole);
         }
     }
-    h.remove(COOKIE);
-    if let Ok(v) = HeaderValue::from_bytes(&kept) {
-        if !kept.is_empty() {
-            h.insert(COOKIE, v);
+    // The kept bytes came from valid header values, joined by "; ": still valid.
+    let kept = match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        Ok(v) if !v.is_empty() => v,
+        _ => {
+            h.remove(COOKIE);
+            return;
+        }
+    };
+    // One Cookie header (HTTP/1.1 always): replace its value in place, which is
+    // cheaper than removing the entry and inserting it again.
+    match h.get_mut(COOKIE) {
+        Some(v) if count == 1 => *v = kept,
+        _ => {
+            h.insert(COOKIE, kept);
         }
     }
 }
@@ -385,6 +409,38 @@ mod tests {
         let mut h = headers(&[("cookie", "x=__Host-authgate; __Host-authgatex=1")]);
         strip_cookies(&mut h);
         assert_eq!(h[COOKIE], "x=__Host-authgate; __Host-authgatex=1");
+    }
+
+    #[test]
+    fn cookie_pairs_are_read_as_bytes() {
+        // Bytes outside visible ASCII elsewhere in the header hide nothing of ours.
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"n=caf\xe9; ;; __Host-authgate = tok ;x").unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE).unwrap(), Some("tok"));
+        strip_cookies(&mut h);
+        assert_eq!(h[COOKIE].as_bytes(), b"n=caf\xe9; x");
+        // A pair without '=' is a name with an empty value: never a token, still ours.
+        let mut h = headers(&[("cookie", "__Host-authgate; a=1")]);
+        assert_eq!(cookie(&h, ACCESS_COOKIE).unwrap(), None);
+        strip_cookies(&mut h);
+        assert_eq!(h[COOKIE], "a=1");
+        // A value that is not UTF-8 is not a token.
+        let mut h = HeaderMap::new();
+        h.append(
+            COOKIE,
+            HeaderValue::from_bytes(b"__Host-authgate=\xff").unwrap(),
+        );
+        assert_eq!(cookie(&h, ACCESS_COOKIE).unwrap(), None);
+        strip_cookies(&mut h);
+        assert!(!h.contains_key(COOKIE));
+        // Only a Cookie header that held none of ours is left untouched, byte for byte.
+        let mut h = headers(&[("cookie", " a=1 ;b=2"), ("cookie", "c=3")]);
+        strip_cookies(&mut h);
+        assert_eq!(h.get_all(COOKIE).iter().count(), 2);
+        assert_eq!(h[COOKIE], " a=1 ;b=2");
     }
 
     #[test]
