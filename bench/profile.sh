@@ -2,7 +2,7 @@
 # Instruction counts per proxied request under callgrind: stable on a noisy machine,
 # so a hot-path change can be measured before and after (issue: benchmark).
 #
-#   bash bench/profile.sh [public|required|session|distinct-hs256|issuer-rs256|limited-local|limited-redis]
+#   bash bench/profile.sh [public|required|session|apikey|distinct-hs256|issuer-rs256|limited-local|limited-redis]
 #   (default: required, EdDSA; session: the same token in the session cookie)
 #   OTHER_COOKIES="theme=dark" sends other cookies too: beside ours in the session case,
 #   in a Cookie header of their own otherwise (so session and required compare alike).
@@ -55,6 +55,11 @@ case $CASE in
     session)
         # SPEC §12/§14: the same token as `required`, carried by the session cookie.
         printf '\n[session]\ncookie = true\n' >>"$DIR/gateway.toml" ;;
+    apikey)
+        # SPEC §16: the required route taking keys too; a service account's key on every
+        # request (compare with `required`: a key must cost no more than a cached token).
+        sed -i 's/^path = "\/protected"$/path = "\/protected"\ncredentials = ["token", "api_key"]/' "$DIR/gateway.toml"
+        printf '\n[api_keys]\nenabled = true\n' >>"$DIR/gateway.toml" ;;
     limited-local|limited-redis)
         sed -i 's/^path = "\/protected"$/path = "\/protected"\nrate_limit = { rate = "1000000\/sec", per = "user" }/' "$DIR/gateway.toml"
         if [ "$CASE" = limited-redis ]; then
@@ -71,6 +76,15 @@ URL=/protected/x; HDR=(-H "Authorization: Bearer $TOKEN"); SCRIPT=()
 case $CASE in
     public) URL=/public/x; HDR=() ;;
     session) HDR=(-H "Cookie: ${OTHER_COOKIES:+$OTHER_COOKIES; }__Host-authgate=$TOKEN") ;;
+    apikey)
+        "$AG" -c "$DIR/gateway.toml" users add profiler-svc --service >"$DIR/svc.log" 2>&1
+        KEY=$("$AG" -c "$DIR/gateway.toml" apikeys create profiler-svc 2>>"$DIR/svc.log")
+        HDR=(-H "Authorization: Bearer $KEY")
+        # Created while the gateway runs: it knows the key within revocation_poll.
+        for _ in $(seq 60); do
+            [ "$(curl -s -o /dev/null -w '%{http_code}' "${HDR[@]}" "http://127.0.0.1:$PORT$URL")" = 200 ] && break
+            sleep 0.5
+        done ;;
     distinct-hs256)
         "${PYJWT:-python3}" "$BENCH/mint_tokens.py" "$TOKEN" HS256 env:AUTHGATE_JWT_SECRET "${PROFILE_TOKENS:-40000}" "$DIR/tokens.txt" ;;
 esac

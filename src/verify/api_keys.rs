@@ -3,7 +3,9 @@
 //! the revocation poller's tick, so a key created or revoked anywhere works or
 //! stops everywhere within `identity.revocation_poll`. A request costs one map
 //! lookup, one SHA-256 of 32 bytes and one constant-time compare — no store call,
-//! no lock, and (after a key's first use under a config) no allocation.
+//! no lock, and (after a key's first use under a config) no allocation. A worker
+//! remembers the last key it matched in the current table: the same key again
+//! costs one constant-time compare of the whole key instead of the hash.
 //!
 //! A key is `agk_<id>_<secret>`: `id` names the row, `secret` is 256 random bits
 //! (unpadded base64url). Only SHA-256(secret) is stored. A single unsalted hash is
@@ -265,9 +267,51 @@ impl Entry {
     }
 }
 
+type KeyMap = HashMap<String, Arc<Entry>>;
+
+thread_local! {
+    /// The last key this worker matched, so that the next request presenting the
+    /// same key (a client keeps its connection, and so its worker) skips the base64
+    /// decode and the SHA-256: that is what made a key cost more than a cached
+    /// token. Revoked and expired are still read from the entry on every request.
+    static LAST: std::cell::RefCell<Option<Memo>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A matched key and the table version it matched in.
+struct Memo {
+    /// The map the entry came from. The Weak keeps its allocation, so its address
+    /// is never reused while held here: the same address is the same version, and
+    /// any change (a revoke, a new row) is a new map, so the memo is not used.
+    map: Weak<KeyMap>,
+    key: Box<str>,
+    entry: Arc<Entry>,
+}
+
+impl Memo {
+    fn of(map: &Arc<KeyMap>, key: &str, entry: &Arc<Entry>) -> Memo {
+        Memo {
+            map: Arc::downgrade(map),
+            key: key.into(),
+            entry: entry.clone(),
+        }
+    }
+
+    /// The entry, when `key` is the remembered one, compared in constant time, in
+    /// the same table version.
+    fn hit(&self, map: &Arc<KeyMap>, key: &str) -> Option<Arc<Entry>> {
+        let same = std::ptr::eq(self.map.as_ptr(), Arc::as_ptr(map))
+            && aws_lc_rs::constant_time::verify_slices_are_equal(
+                self.key.as_bytes(),
+                key.as_bytes(),
+            )
+            .is_ok();
+        same.then(|| self.entry.clone())
+    }
+}
+
 /// Every key, by id: read with one atomic load, replaced whole by the poller.
 pub struct KeyTable {
-    map: ArcSwap<HashMap<String, Arc<Entry>>>,
+    map: ArcSwap<KeyMap>,
     /// The newest `updated_ms` seen (store clock).
     cursor: AtomicU64,
 }
@@ -284,24 +328,31 @@ impl Default for KeyTable {
 impl KeyTable {
     /// The request-path check. `now` in Unix ms.
     pub fn check(&self, presented: &str, now: u64) -> Result<Arc<Entry>, KeyError> {
-        let (id, secret) = parse(presented).ok_or(KeyError::Malformed)?;
         let map = self.map.load();
-        let entry = map.get(id);
-        // Known or not, one hash and one compare; the outcome is read after.
-        let stored = entry.map_or(&DUMMY_HASH, |e| &e.hash);
-        let matched = same_hash(&hash(&secret), stored);
-        match entry {
-            Some(e) if matched => {
-                if e.revoked {
-                    Err(KeyError::Revoked)
-                } else if e.expires_ms.is_some_and(|x| x <= now) {
-                    Err(KeyError::Expired)
-                } else {
-                    e.mark_used(now);
-                    Ok(e.clone())
+        let entry = match LAST.with(|m| m.borrow().as_ref().and_then(|m| m.hit(&map, presented))) {
+            Some(e) => e,
+            None => {
+                let (id, secret) = parse(presented).ok_or(KeyError::Malformed)?;
+                let entry = map.get(id);
+                // Known or not, one hash and one compare; the outcome is read after.
+                let stored = entry.map_or(&DUMMY_HASH, |e| &e.hash);
+                let matched = same_hash(&hash(&secret), stored);
+                match entry {
+                    Some(e) if matched => {
+                        LAST.with(|m| *m.borrow_mut() = Some(Memo::of(&map, presented, e)));
+                        e.clone()
+                    }
+                    _ => return Err(KeyError::Unknown),
                 }
             }
-            _ => Err(KeyError::Unknown),
+        };
+        if entry.revoked {
+            Err(KeyError::Revoked)
+        } else if entry.expires_ms.is_some_and(|x| x <= now) {
+            Err(KeyError::Expired)
+        } else {
+            entry.mark_used(now);
+            Ok(entry)
         }
     }
 
@@ -322,7 +373,7 @@ impl KeyTable {
         if news.is_empty() {
             return 0;
         }
-        let mut m: HashMap<String, Arc<Entry>> = (**current).clone();
+        let mut m: KeyMap = (**current).clone();
         let mut changed = 0;
         for r in news {
             match Entry::of(r) {
@@ -426,6 +477,38 @@ mod tests {
         let before = compares();
         assert_eq!(t.check("agk_", 0).err(), Some(KeyError::Malformed));
         assert_eq!(compares(), before);
+    }
+
+    #[test]
+    fn a_remembered_key_skips_the_hash_only_in_the_same_table_version() {
+        let id = "abcdefgh12345678";
+        let k = key(id, &[7; 32]);
+        let t = KeyTable::default();
+        let mut r = row(id, &[7; 32], 1);
+        r.expires_at = Some(100);
+        t.merge(&[r.clone()]);
+        assert!(t.check(&k, 0).is_ok());
+        let before = compares();
+        assert!(t.check(&k, 0).is_ok());
+        assert_eq!(compares(), before, "the same key again is not hashed");
+        // Expiry is read on a hit too.
+        assert_eq!(t.check(&k, 200).err(), Some(KeyError::Expired));
+        // Another secret for the remembered id takes the whole path.
+        assert_eq!(
+            t.check(&key(id, &[8; 32]), 0).err(),
+            Some(KeyError::Unknown)
+        );
+        // Another table never answers from this one's memo.
+        let other = KeyTable::default();
+        assert_eq!(other.check(&k, 0).err(), Some(KeyError::Unknown));
+        // A revoke is a new table version: the memo is not used.
+        assert!(t.check(&k, 0).is_ok());
+        r.revoked_at = Some(2);
+        r.updated_ms = 2;
+        t.merge(&[r]);
+        let before = compares();
+        assert_eq!(t.check(&k, 0).err(), Some(KeyError::Revoked));
+        assert_eq!(compares() - before, 1);
     }
 
     #[test]
