@@ -437,6 +437,7 @@ async fn in_chromium_a_page_on_an_allowed_origin_reads_the_route_and_another_ori
     assert_eq!(got, "ERR TypeError", "another origin read the route");
     // Its preflight was refused by the gateway: nothing more reached the upstream.
     assert_eq!(up.count(), 1);
+    chrome.close().await;
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! (`--ignore-certificate-errors`, `acceptInsecureCerts`).
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,7 +26,9 @@ pub fn which(name: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// chromedriver on a port of its own; killed (this child only) when dropped.
+/// chromedriver on a port of its own, in a process group of its own; dropped, it is
+/// killed with the group, so a Chromium it started (and a test that panicked before
+/// closing its session left running) goes too.
 pub struct Driver {
     child: Child,
     base: String,
@@ -34,6 +37,11 @@ pub struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // std has no killpg; the group id is chromedriver's pid (process_group(0)).
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -51,6 +59,7 @@ impl Driver {
         for _ in 0..3 {
             let port = dead_addr().port();
             let child = Command::new(chromedriver)
+                .process_group(0)
                 .arg(format!("--port={port}"))
                 .arg("--allowed-ips=127.0.0.1")
                 .stdin(Stdio::null())
