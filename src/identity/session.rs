@@ -128,9 +128,7 @@ pub fn strip_cookies(h: &mut HeaderMap) {
         return;
     }
     let mut kept: Vec<u8> = Vec::new();
-    let mut count = 0;
     for v in values.iter() {
-        count += 1;
         for p in pairs(v.as_bytes()).filter(|p| !ours(p)) {
             if !kept.is_empty() {
                 kept.extend_from_slice(b"; ");
@@ -139,19 +137,13 @@ pub fn strip_cookies(h: &mut HeaderMap) {
         }
     }
     // The kept bytes came from valid header values, joined by "; ": still valid.
-    let kept = match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
-        Ok(v) if !v.is_empty() => v,
+    // `insert` replaces every Cookie header with the one joined value.
+    match HeaderValue::from_maybe_shared(bytes::Bytes::from(kept)) {
+        Ok(v) if !v.is_empty() => {
+            h.insert(COOKIE, v);
+        }
         _ => {
             h.remove(COOKIE);
-            return;
-        }
-    };
-    // One Cookie header (HTTP/1.1 always): replace its value in place, which is
-    // cheaper than removing the entry and inserting it again.
-    match h.get_mut(COOKIE) {
-        Some(v) if count == 1 => *v = kept,
-        _ => {
-            h.insert(COOKIE, kept);
         }
     }
 }
