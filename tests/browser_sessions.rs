@@ -324,6 +324,35 @@ async fn session_cookies_never_reach_the_upstream_and_other_cookies_do_in_order(
 }
 
 #[tokio::test]
+async fn a_non_ascii_byte_in_another_cookie_neither_hides_the_session_nor_is_lost() {
+    // obs-text is allowed in a field value (RFC 9110 §5.5), so another site's cookie
+    // may carry it; the session cookie beside it still counts and is still stripped.
+    let (up, gw) = gateway("cookie = true", None);
+    let (access, _) = form_sign_in(&gw, "alice").await;
+    let mut raw = b"n=caf\xe9; __Host-authgate=".to_vec();
+    raw.extend_from_slice(access.as_bytes());
+    let r = browser()
+        .get(gw.url("/protected"))
+        .header(
+            "cookie",
+            reqwest::header::HeaderValue::from_bytes(&raw).unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    assert_eq!(seen.header("x-user").as_deref(), Some("alice"));
+    let forwarded: Vec<&[u8]> = seen
+        .headers
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    assert_eq!(forwarded, vec![&b"n=caf\xe9"[..]]);
+}
+
+#[tokio::test]
 async fn a_browser_navigation_without_a_session_is_sent_to_the_sign_in_page() {
     let (up, gw) = gateway(ON, None);
     let html = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
