@@ -266,6 +266,11 @@ async fn revoked_expired_and_user_revoked_keys_stop_within_revocation_poll() {
         .await;
         assert!(ok, "a new key works within revocation_poll");
     }
+    // Used last on every worker before the revoke, so each remembers it (the
+    // remembered key skips the hash): the revoke must end that too.
+    for _ in 0..8 {
+        assert_eq!(with_key(&gw, "/keys", &revoked).await.0, 200);
+    }
     let out = gw.cli(&["apikeys", "revoke", key_id(&revoked)], None);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let said = |what: &'static str| {
