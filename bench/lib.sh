@@ -2,11 +2,16 @@
 # Expects BENCH (this folder) and a PIDS array in the caller; everything started
 # here is appended to PIDS so the caller's EXIT trap stops it.
 
+# A TCP port free on 127.0.0.1 right now (for a config that must name its port).
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
 # An nginx upstream answering every request itself (nginx-upstream.conf.in) in DIR;
 # sets UP to its port.
 start_upstream() {
     local dir=$1
-    UP=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    UP=$(free_port)
     sed -e "s#@NAME@#up#g; s#@RUN@#$dir#g; s#@PORT@#$UP#g; s#@WORKERS@#1#g" \
         "$BENCH/nginx-upstream.conf.in" > "$dir/up.conf"
     mkdir -p "$dir/up-tmp"

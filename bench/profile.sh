@@ -46,7 +46,7 @@ case $CASE in
     distinct-hs256)
         sed -i 's/^\[tokens\]$/[tokens]\nalgorithm = "HS256"\nsecret = "env:AUTHGATE_JWT_SECRET"/' "$DIR/gateway.toml" ;;
     issuer-rs256)
-        JWKS_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+        JWKS_PORT=$(free_port)
         mkdir -p "$DIR/jwks"
         openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$DIR/rs256.key" 2>/dev/null
         "${PYJWT:-python3}" "$BENCH/issuer_tokens.py" "$DIR/rs256.key" https://idp.bench.test "${PROFILE_TOKENS:-20000}" "$DIR/tokens.txt" "$DIR/jwks/jwks.json"

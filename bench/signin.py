@@ -28,7 +28,7 @@ class Browser:
         self.conns = {}
         self.jars = {}
 
-    def request(self, method, url, body=None):
+    def request(self, method, url, body=None, headers=None):
         u = urllib.parse.urlsplit(url)
         key = (u.scheme, u.netloc)
         conn = self.conns.get(key)
@@ -39,10 +39,10 @@ class Browser:
                 conn = http.client.HTTPConnection(u.netloc)
             self.conns[key] = conn
         jar = self.jars.setdefault(u.netloc, {})
-        headers = {"Accept": "text/html"}
+        headers = {"Accept": "text/html", **(headers or {})}
         if jar:
             headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in jar.items())
-        if body is not None:
+        if body:
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         path = u.path + ("?" + u.query if u.query else "")
         conn.request(method, path, body=body, headers=headers)
@@ -113,18 +113,11 @@ def sign_in(b, gateway, issuer, user):
 def logout(b, gateway):
     # SPEC §12: POST /logout without a body logs out by cookie (the refresh cookie's
     # family is revoked); the provider is not visited (no logout_at_provider here).
-    u = urllib.parse.urlsplit(gateway)
-    conn = http.client.HTTPConnection(u.netloc)
-    jar = b.jars.get(u.netloc, {})
-    conn.request("POST", "/logout", headers={
-        "Content-Length": "0",
-        "Cookie": "; ".join(f"{k}={v}" for k, v in jar.items()),
-        "Origin": gateway})
-    r = conn.getresponse()
-    r.read()
-    if r.status not in (200, 204, 303):
-        raise SystemExit(f"/logout answered {r.status}")
-    jar.clear()
+    status, _, _ = b.request("POST", f"{gateway}/logout", body="", headers={"Origin": gateway})
+    if status not in (200, 204, 303):
+        raise SystemExit(f"/logout answered {status}")
+    # The cookies are cleared by the response; drop any the gateway kept.
+    b.jars.get(urllib.parse.urlsplit(gateway).netloc, {}).clear()
 
 
 def report(name, rows):

@@ -38,7 +38,7 @@ openssl x509 -req -in "$DIR/req.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAc
 
 . "$BENCH/lib.sh"
 start_upstream "$DIR"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PORT=$(free_port)
 SECRET=$(openssl rand -hex 32)
 printf '%s' "$SECRET" >"$DIR/client-secret"
 cat >"$DIR/op.json" <<JSON
