@@ -309,6 +309,23 @@ impl Memo {
     }
 }
 
+/// The entry whose stored hash the presented key's secret matches; remembered for
+/// this worker's next request. Known id or not, one hash and one compare: the
+/// outcome is read only after them.
+fn matched(map: &Arc<KeyMap>, presented: &str) -> Result<Arc<Entry>, KeyError> {
+    let (id, secret) = parse(presented).ok_or(KeyError::Malformed)?;
+    let entry = map.get(id);
+    let stored = entry.map_or(&DUMMY_HASH, |e| &e.hash);
+    let same = same_hash(&hash(&secret), stored);
+    match entry {
+        Some(e) if same => {
+            LAST.with(|m| *m.borrow_mut() = Some(Memo::of(map, presented, e)));
+            Ok(e.clone())
+        }
+        _ => Err(KeyError::Unknown),
+    }
+}
+
 /// Every key, by id: read with one atomic load, replaced whole by the poller.
 pub struct KeyTable {
     map: ArcSwap<KeyMap>,
@@ -329,22 +346,10 @@ impl KeyTable {
     /// The request-path check. `now` in Unix ms.
     pub fn check(&self, presented: &str, now: u64) -> Result<Arc<Entry>, KeyError> {
         let map = self.map.load();
-        let entry = match LAST.with(|m| m.borrow().as_ref().and_then(|m| m.hit(&map, presented))) {
+        let remembered = LAST.with(|m| m.borrow().as_ref().and_then(|m| m.hit(&map, presented)));
+        let entry = match remembered {
             Some(e) => e,
-            None => {
-                let (id, secret) = parse(presented).ok_or(KeyError::Malformed)?;
-                let entry = map.get(id);
-                // Known or not, one hash and one compare; the outcome is read after.
-                let stored = entry.map_or(&DUMMY_HASH, |e| &e.hash);
-                let matched = same_hash(&hash(&secret), stored);
-                match entry {
-                    Some(e) if matched => {
-                        LAST.with(|m| *m.borrow_mut() = Some(Memo::of(&map, presented, e)));
-                        e.clone()
-                    }
-                    _ => return Err(KeyError::Unknown),
-                }
-            }
+            None => matched(&map, presented)?,
         };
         if entry.revoked {
             Err(KeyError::Revoked)
